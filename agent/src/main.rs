@@ -1,0 +1,5 @@
+//! `vaultlet-agent` binary entry point.
+
+fn main() {
+    println!("vaultlet-agent: not implemented yet");
+}
