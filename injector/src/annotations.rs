@@ -1,0 +1,1136 @@
+//! Parses and validates a Pod's `vaultlet.io/*` annotations into a typed [`PodRequest`].
+//!
+//! [`KNOWN`] is the single table of annotations: the parser uses it to reject unknown keys
+//! and `docs/annotations.md` is generated from it ([`reference_markdown`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use vaultlet_agent::config::{
+    LogFormat, NotifySpec, OutputFormat, parse_duration, validate_mount, validate_name,
+    validate_relative_file, validate_vault_address, validate_vault_path,
+};
+
+/// Prefix of every annotation (and of the opt-in label).
+pub const PREFIX: &str = "vaultlet.io/";
+/// Opt-in label (or annotation) key.
+pub const INJECT: &str = "vaultlet.io/inject";
+/// Annotation the injector writes on an injected Pod; its presence makes mutation a no-op.
+pub const STATUS: &str = "vaultlet.io/status";
+/// Value of [`STATUS`] after injection.
+pub const STATUS_INJECTED: &str = "injected";
+
+/// Longest annotation value quoted back in an error message.
+const MAX_QUOTED: usize = 120;
+
+/// Whether an annotation applies to the whole pod or to one secret (`<key>-<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `vaultlet.io/<key>`.
+    Pod,
+    /// `vaultlet.io/<key>-<name>`, one per secret.
+    Secret,
+}
+
+/// One row of the annotation reference.
+#[derive(Debug, Clone, Copy)]
+pub struct Known {
+    /// Key after the prefix (`role`), or the per-secret stem (`secret`).
+    pub key: &'static str,
+    /// Pod-wide or per secret.
+    pub scope: Scope,
+    /// Default when absent.
+    pub default: &'static str,
+    /// What it does.
+    pub meaning: &'static str,
+    /// An example value.
+    pub example: &'static str,
+}
+
+const fn pod(
+    key: &'static str,
+    default: &'static str,
+    meaning: &'static str,
+    example: &'static str,
+) -> Known {
+    Known {
+        key,
+        scope: Scope::Pod,
+        default,
+        meaning,
+        example,
+    }
+}
+
+const fn per_secret(
+    key: &'static str,
+    default: &'static str,
+    meaning: &'static str,
+    example: &'static str,
+) -> Known {
+    Known {
+        key,
+        scope: Scope::Secret,
+        default,
+        meaning,
+        example,
+    }
+}
+
+/// Every annotation the injector understands; anything else under `vaultlet.io/` is denied.
+pub const KNOWN: &[Known] = &[
+    pod(
+        "inject",
+        "(none)",
+        "Opt-in. Set it as a **label** so the webhook's objectSelector only sends opted-in pods; the same annotation is accepted too. `true` or `false`.",
+        "true",
+    ),
+    pod(
+        "status",
+        "(written by the injector)",
+        "Set to `injected` by the webhook. Its presence makes admission a no-op, so mutation is idempotent. Do not set it yourself.",
+        "injected",
+    ),
+    pod(
+        "mode",
+        "`--mode` (sidecar)",
+        "`sidecar`: the agent keeps secrets fresh while the pod runs. `init-only`: render once before the app starts, nothing runs beside it.",
+        "init-only",
+    ),
+    pod(
+        "native-sidecar",
+        "`--native-sidecars` (true)",
+        "Sidecar mode only. `true`: one agent in `initContainers` with `restartPolicy: Always` and a startupProbe (the app starts after its secrets exist). `false`: classic init agent plus a sidecar agent.",
+        "false",
+    ),
+    pod(
+        "role",
+        "(none; required for kubernetes auth)",
+        "Vault role to log in with (kubernetes auth).",
+        "app",
+    ),
+    pod(
+        "auth",
+        "`--auth-method` (kubernetes)",
+        "Login method: `kubernetes` (projected service-account token mounted into the agent only) or `approle`.",
+        "approle",
+    ),
+    pod(
+        "auth-path",
+        "`--auth-path` (kubernetes) for kubernetes auth, `approle` for approle auth",
+        "Mount path of the auth method, without `auth/`.",
+        "k8s/cluster-a",
+    ),
+    pod(
+        "approle-secret",
+        "(none; required for approle auth)",
+        "Name of a Secret in the pod's namespace with keys `role-id` and `secret-id`, mounted into the agent only.",
+        "app-approle",
+    ),
+    pod(
+        "approle-secret-id-wrapped",
+        "false",
+        "The `secret-id` key holds a response-wrapping token that the agent unwraps first.",
+        "true",
+    ),
+    pod(
+        "vault-addr",
+        "`--vault-addr`",
+        "Vault/OpenBao address. Must be the default or in the operator's `--allowed-vault-addrs` allowlist.",
+        "https://vault.team-a.svc:8200",
+    ),
+    pod(
+        "vault-namespace",
+        "(none)",
+        "Vault Enterprise / OpenBao namespace (`X-Vault-Namespace`).",
+        "team-a",
+    ),
+    pod(
+        "tls-server-name",
+        "(host of the address)",
+        "Name to verify Vault's certificate against.",
+        "vault.internal",
+    ),
+    pod(
+        "refresh-interval",
+        "`--refresh-interval` (60s)",
+        "How often static (KV) secrets are checked for a new version. At least 100ms.",
+        "30s",
+    ),
+    pod(
+        "init-deadline",
+        "`--init-deadline` (120s)",
+        "How long the first render may take before the agent gives up (native sidecar: startupProbe failureThreshold). 1s to 1h.",
+        "5m",
+    ),
+    pod(
+        "secrets-dir",
+        "/vault/secrets",
+        "Absolute directory where the secrets volume is mounted, in the agent and the app containers.",
+        "/etc/app/secrets",
+    ),
+    pod(
+        "containers",
+        "(all app containers)",
+        "Comma-separated names of the app containers that get the secrets volume.",
+        "web,worker",
+    ),
+    pod(
+        "init-position",
+        "`--init-position` (first)",
+        "Where the agent goes among existing init containers. `first`: they all run after it and get the secrets mounted. `last`: they run before it, without secrets.",
+        "last",
+    ),
+    pod(
+        "cpu-request",
+        "`--cpu-request` (10m)",
+        "CPU request of each agent container (Kubernetes quantity).",
+        "20m",
+    ),
+    pod(
+        "cpu-limit",
+        "`--cpu-limit` (none)",
+        "CPU limit of each agent container.",
+        "200m",
+    ),
+    pod(
+        "memory-request",
+        "`--memory-request` (16Mi)",
+        "Memory request of each agent container.",
+        "32Mi",
+    ),
+    pod(
+        "memory-limit",
+        "`--memory-limit` (64Mi)",
+        "Memory limit of each agent container.",
+        "128Mi",
+    ),
+    pod(
+        "secrets-volume-size",
+        "`--secrets-volume-size` (16Mi)",
+        "sizeLimit of the memory-backed secrets volume.",
+        "1Mi",
+    ),
+    pod(
+        "revoke-on-shutdown",
+        "false",
+        "Revoke the agent's token (and its leases) when the agent stops.",
+        "true",
+    ),
+    pod(
+        "log-format",
+        "text",
+        "Agent log format: `text` or `json`.",
+        "json",
+    ),
+    pod(
+        "log-level",
+        "info",
+        "Agent log filter (tracing directive).",
+        "debug",
+    ),
+    pod(
+        "notify",
+        "(none)",
+        "Sent after any file changed, one per line: `signal:<SIGNAL>:<process>` (sets `shareProcessNamespace: true` on the pod), `[GET|POST|PUT ]http(s)://...`, or `exec:<command>`.",
+        "signal:SIGHUP:nginx",
+    ),
+    pod(
+        "group",
+        "the pod's `fsGroup`, when set",
+        "Numeric group id that owns the secret files.",
+        "2000",
+    ),
+    per_secret(
+        "secret",
+        "(none)",
+        "Declares secret `<name>`: the Vault path to read (KV v1/v2 or any logical path). Words after the path (`key=value`) are parameters and make the fetch a write, e.g. `pki/issue/web common_name=a.example.com`.",
+        "secret/data/app",
+    ),
+    per_secret(
+        "template",
+        "(none: `format-<name>` applies)",
+        "Handlebars template rendered with the secret's data (no HTML escaping).",
+        "postgres://{{username}}:{{password}}@db/app",
+    ),
+    per_secret(
+        "file",
+        "`<name>`",
+        "File path relative to the secrets dir; must stay inside it (no `..`, not absolute).",
+        "config/db.url",
+    ),
+    per_secret("perms", "0440", "Octal file mode.", "0400"),
+    per_secret(
+        "format",
+        "env",
+        "Output without a template: `env` (`KEY=value` lines), `json` or `yaml`.",
+        "json",
+    ),
+    per_secret(
+        "params",
+        "(none)",
+        "Write parameters, one `key=value` per line; makes the fetch a write.",
+        "common_name=web.example.com",
+    ),
+    per_secret(
+        "version",
+        "(latest)",
+        "Pinned KV v2 version (a positive integer).",
+        "3",
+    ),
+    per_secret(
+        "notify",
+        "(none)",
+        "Like `notify`, but only when this secret's file changed.",
+        "http://127.0.0.1:8080/-/reload",
+    ),
+];
+
+/// Why an annotation was rejected; the message names the annotation and (except for
+/// templates) the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnnotationError {
+    /// A `vaultlet.io/` key the injector does not know (typo?).
+    #[error(
+        "annotation {key} is not a known vaultlet.io annotation; see docs/annotations.md for the list"
+    )]
+    Unknown {
+        /// Full annotation key.
+        key: String,
+    },
+    /// A known annotation with an unusable value.
+    #[error("annotation {key}: value {value} is invalid: {reason}")]
+    Invalid {
+        /// Full annotation key.
+        key: String,
+        /// The value, quoted and shortened (templates are not echoed).
+        value: String,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// A per-secret annotation whose `vaultlet.io/secret-<name>` is missing.
+    #[error(
+        "annotation {key} refers to secret {name:?}, but there is no vaultlet.io/secret-{name} annotation; add it or remove {key}"
+    )]
+    Orphan {
+        /// Full annotation key.
+        key: String,
+        /// Secret name.
+        name: String,
+    },
+}
+
+impl AnnotationError {
+    fn invalid(key: &str, value: &str, reason: impl Into<String>) -> Self {
+        let value = if key.starts_with("vaultlet.io/template-") {
+            "(template body not shown)".to_owned()
+        } else {
+            quote(value)
+        };
+        Self::Invalid {
+            key: key.to_owned(),
+            value,
+            reason: reason.into(),
+        }
+    }
+
+    /// The annotation key the error is about.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Unknown { key } | Self::Invalid { key, .. } | Self::Orphan { key, .. } => key,
+        }
+    }
+}
+
+fn quote(value: &str) -> String {
+    if value.chars().count() > MAX_QUOTED {
+        let short: String = value.chars().take(MAX_QUOTED).collect();
+        format!("{short:?}...")
+    } else {
+        format!("{value:?}")
+    }
+}
+
+/// Agent mode requested by `vaultlet.io/mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Agent keeps running beside the app.
+    Sidecar,
+    /// Render once before the app starts.
+    InitOnly,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sidecar" => Ok(Self::Sidecar),
+            "init-only" => Ok(Self::InitOnly),
+            _ => Err("expected sidecar or init-only".into()),
+        }
+    }
+}
+
+/// Login method a pod may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// Kubernetes auth with a projected service-account token.
+    Kubernetes,
+    /// AppRole auth with role-id/secret-id from a Secret.
+    Approle,
+}
+
+impl std::str::FromStr for AuthMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "kubernetes" => Ok(Self::Kubernetes),
+            "approle" => Ok(Self::Approle),
+            _ => Err("expected kubernetes or approle".into()),
+        }
+    }
+}
+
+/// Where the agent goes among existing init containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitPosition {
+    /// Before every existing init container.
+    First,
+    /// After every existing init container.
+    Last,
+}
+
+impl std::str::FromStr for InitPosition {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "first" => Ok(Self::First),
+            "last" => Ok(Self::Last),
+            _ => Err("expected first or last".into()),
+        }
+    }
+}
+
+/// One secret as requested by the `*-<name>` annotations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretRequest {
+    /// Vault path.
+    pub path: String,
+    /// Write parameters (inline words and `params-<name>`).
+    pub params: BTreeMap<String, String>,
+    /// Handlebars template.
+    pub template: Option<String>,
+    /// Relative file; defaults to the name.
+    pub file: Option<String>,
+    /// File mode.
+    pub mode: Option<u32>,
+    /// Output format without a template.
+    pub format: Option<OutputFormat>,
+    /// Pinned KV v2 version.
+    pub version: Option<u64>,
+    /// Per-secret notifications.
+    pub notify: Vec<NotifySpec>,
+}
+
+/// Everything a Pod asked for through its annotations; `None` means "use the default".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodRequest {
+    /// Opt-in via the annotation (the label is checked by the caller).
+    pub inject: Option<bool>,
+    /// Already injected (status annotation present).
+    pub injected: bool,
+    /// `mode`.
+    pub mode: Option<Mode>,
+    /// `native-sidecar`.
+    pub native_sidecar: Option<bool>,
+    /// `role`.
+    pub role: Option<String>,
+    /// `auth`.
+    pub auth: Option<AuthMethod>,
+    /// `auth-path`.
+    pub auth_path: Option<String>,
+    /// `approle-secret`.
+    pub approle_secret: Option<String>,
+    /// `approle-secret-id-wrapped`.
+    pub approle_secret_id_wrapped: bool,
+    /// `vault-addr` (checked against the allowlist by the mutation).
+    pub vault_addr: Option<String>,
+    /// `vault-namespace`.
+    pub vault_namespace: Option<String>,
+    /// `tls-server-name`.
+    pub tls_server_name: Option<String>,
+    /// `refresh-interval`.
+    pub refresh_interval: Option<Duration>,
+    /// `init-deadline`.
+    pub init_deadline: Option<Duration>,
+    /// `secrets-dir`.
+    pub secrets_dir: Option<String>,
+    /// `containers`.
+    pub containers: Option<Vec<String>>,
+    /// `init-position`.
+    pub init_position: Option<InitPosition>,
+    /// `cpu-request`.
+    pub cpu_request: Option<String>,
+    /// `cpu-limit`.
+    pub cpu_limit: Option<String>,
+    /// `memory-request`.
+    pub memory_request: Option<String>,
+    /// `memory-limit`.
+    pub memory_limit: Option<String>,
+    /// `secrets-volume-size`.
+    pub secrets_volume_size: Option<String>,
+    /// `revoke-on-shutdown`.
+    pub revoke_on_shutdown: bool,
+    /// `log-format`.
+    pub log_format: Option<LogFormat>,
+    /// `log-level`.
+    pub log_level: Option<String>,
+    /// `notify`.
+    pub notify: Vec<NotifySpec>,
+    /// `group`.
+    pub group: Option<u32>,
+    /// Secrets by name.
+    pub secrets: BTreeMap<String, SecretRequest>,
+}
+
+impl PodRequest {
+    /// Whether any notification (pod-wide or per secret) sends a signal.
+    pub fn signals(&self) -> bool {
+        let is_signal = |n: &NotifySpec| matches!(n, NotifySpec::Signal { .. });
+        self.notify.iter().any(is_signal)
+            || self
+                .secrets
+                .values()
+                .any(|s| s.notify.iter().any(is_signal))
+    }
+}
+
+/// Parses every `vaultlet.io/*` annotation; other annotations are ignored.
+pub fn parse<'a, I>(annotations: I) -> Result<PodRequest, AnnotationError>
+where
+    I: IntoIterator<Item = (&'a String, &'a String)>,
+{
+    let mut req = PodRequest::default();
+    let mut per_secret: Vec<(&str, &str, &str, &str)> = Vec::new();
+    for (key, value) in annotations {
+        let Some(rest) = key.strip_prefix(PREFIX) else {
+            continue;
+        };
+        if KNOWN.iter().any(|k| k.scope == Scope::Pod && k.key == rest) {
+            parse_pod_level(&mut req, key, rest, value)?;
+            continue;
+        }
+        let (stem, name) =
+            split_secret_key(rest).ok_or_else(|| AnnotationError::Unknown { key: key.clone() })?;
+        validate_name(name).map_err(|r| {
+            AnnotationError::invalid(key, value, format!("secret name {name:?} {r}"))
+        })?;
+        per_secret.push((key, stem, name, value));
+    }
+    // Declarations first, so attributes can find their secret regardless of map order.
+    for &(key, stem, name, value) in per_secret.iter().filter(|p| p.1 == "secret") {
+        let _ = stem;
+        req.secrets
+            .insert(name.to_owned(), parse_secret_decl(key, value)?);
+    }
+    for &(key, stem, name, value) in per_secret.iter().filter(|p| p.1 != "secret") {
+        let secret = req
+            .secrets
+            .get_mut(name)
+            .ok_or_else(|| AnnotationError::Orphan {
+                key: key.to_owned(),
+                name: name.to_owned(),
+            })?;
+        parse_secret_attr(secret, key, stem, value)?;
+    }
+    check_files_unique(&req)?;
+    Ok(req)
+}
+
+fn split_secret_key(rest: &str) -> Option<(&'static str, &str)> {
+    KNOWN
+        .iter()
+        .filter(|k| k.scope == Scope::Secret)
+        .find_map(|k| {
+            rest.strip_prefix(k.key)
+                .and_then(|r| r.strip_prefix('-'))
+                .map(|name| (k.key, name))
+        })
+}
+
+fn parse_pod_level(
+    req: &mut PodRequest,
+    key: &str,
+    short: &str,
+    value: &str,
+) -> Result<(), AnnotationError> {
+    let bad = |reason: String| AnnotationError::invalid(key, value, reason);
+    let v = value.trim();
+    match short {
+        "inject" => req.inject = Some(parse_bool(v).map_err(bad)?),
+        "status" => req.injected = true,
+        "mode" => req.mode = Some(v.parse().map_err(bad)?),
+        "native-sidecar" => req.native_sidecar = Some(parse_bool(v).map_err(bad)?),
+        "role" => req.role = Some(parse_word(v).map_err(bad)?),
+        "auth" => req.auth = Some(v.parse().map_err(bad)?),
+        "auth-path" => {
+            validate_mount(v).map_err(bad)?;
+            req.auth_path = Some(v.to_owned());
+        }
+        "approle-secret" => req.approle_secret = Some(parse_dns_subdomain(v).map_err(bad)?),
+        "approle-secret-id-wrapped" => {
+            req.approle_secret_id_wrapped = parse_bool(v).map_err(bad)?;
+        }
+        "vault-addr" => {
+            validate_vault_address(v).map_err(bad)?;
+            req.vault_addr = Some(v.to_owned());
+        }
+        "vault-namespace" => req.vault_namespace = Some(parse_word(v).map_err(bad)?),
+        "tls-server-name" => req.tls_server_name = Some(parse_word(v).map_err(bad)?),
+        "refresh-interval" => {
+            req.refresh_interval = Some(parse_bounded(v, 100, 24 * 3_600_000).map_err(bad)?);
+        }
+        "init-deadline" => {
+            req.init_deadline = Some(parse_bounded(v, 1000, 3_600_000).map_err(bad)?);
+        }
+        "secrets-dir" => req.secrets_dir = Some(parse_abs_dir(v).map_err(bad)?),
+        "containers" => req.containers = Some(parse_container_list(v).map_err(bad)?),
+        "init-position" => req.init_position = Some(v.parse().map_err(bad)?),
+        "cpu-request" => req.cpu_request = Some(parse_quantity(v).map_err(bad)?),
+        "cpu-limit" => req.cpu_limit = Some(parse_quantity(v).map_err(bad)?),
+        "memory-request" => req.memory_request = Some(parse_quantity(v).map_err(bad)?),
+        "memory-limit" => req.memory_limit = Some(parse_quantity(v).map_err(bad)?),
+        "secrets-volume-size" => req.secrets_volume_size = Some(parse_quantity(v).map_err(bad)?),
+        "revoke-on-shutdown" => req.revoke_on_shutdown = parse_bool(v).map_err(bad)?,
+        "log-format" => req.log_format = Some(v.parse().map_err(bad)?),
+        "log-level" => req.log_level = Some(parse_log_level(v).map_err(bad)?),
+        "notify" => req.notify = parse_notify_lines(v).map_err(bad)?,
+        "group" => req.group = Some(parse_gid(v).map_err(bad)?),
+        // Every pod-scoped key in KNOWN has an arm above; the table test enforces it.
+        _ => return Err(AnnotationError::Unknown { key: key.into() }),
+    }
+    Ok(())
+}
+
+fn parse_secret_decl(key: &str, value: &str) -> Result<SecretRequest, AnnotationError> {
+    let bad = |reason: String| AnnotationError::invalid(key, value, reason);
+    let mut words = value.split_whitespace();
+    let path = words
+        .next()
+        .ok_or_else(|| bad("expected a Vault path like secret/data/app".into()))?;
+    validate_vault_path(path).map_err(bad)?;
+    let mut params = BTreeMap::new();
+    for word in words {
+        add_param(&mut params, word).map_err(bad)?;
+    }
+    Ok(SecretRequest {
+        path: path.to_owned(),
+        params,
+        ..SecretRequest::default()
+    })
+}
+
+fn parse_secret_attr(
+    secret: &mut SecretRequest,
+    key: &str,
+    stem: &str,
+    value: &str,
+) -> Result<(), AnnotationError> {
+    let bad = |reason: String| AnnotationError::invalid(key, value, reason);
+    let v = value.trim();
+    match stem {
+        "template" => {
+            if v.is_empty() {
+                return Err(bad("the template is empty".into()));
+            }
+            secret.template = Some(value.to_owned());
+        }
+        "file" => {
+            validate_relative_file(v).map_err(bad)?;
+            secret.file = Some(v.to_owned());
+        }
+        "perms" => secret.mode = Some(parse_perms(v).map_err(bad)?),
+        "format" => secret.format = Some(v.parse().map_err(bad)?),
+        "params" => {
+            for line in v.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                add_param(&mut secret.params, line).map_err(bad)?;
+            }
+        }
+        "version" => secret.version = Some(parse_version(v).map_err(bad)?),
+        "notify" => secret.notify = parse_notify_lines(v).map_err(bad)?,
+        _ => return Err(AnnotationError::Unknown { key: key.into() }),
+    }
+    Ok(())
+}
+
+fn check_files_unique(req: &PodRequest) -> Result<(), AnnotationError> {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, s) in &req.secrets {
+        let file = s.file.as_deref().unwrap_or(name);
+        if let Some(other) = seen.insert(file, name) {
+            let key = format!("{PREFIX}file-{name}");
+            return Err(AnnotationError::invalid(
+                &key,
+                file,
+                format!("secret {other:?} already writes this file; choose another file"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn add_param(params: &mut BTreeMap<String, String>, word: &str) -> Result<(), String> {
+    let (k, v) = word
+        .split_once('=')
+        .ok_or_else(|| format!("parameter {word:?} is not key=value"))?;
+    let k = k.trim();
+    if k.is_empty()
+        || !k
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    {
+        return Err(format!(
+            "parameter name {k:?} must be letters, digits, '_', '-' or '.'"
+        ));
+    }
+    if params.insert(k.to_owned(), v.trim().to_owned()).is_some() {
+        return Err(format!("parameter {k:?} is given twice"));
+    }
+    Ok(())
+}
+
+/// Parses `true` / `false`.
+pub fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+fn parse_word(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.len() > 253 || v.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err("expected a non-empty name without whitespace".into());
+    }
+    Ok(v.to_owned())
+}
+
+fn parse_dns_subdomain(v: &str) -> Result<String, String> {
+    let ok =
+        !v.is_empty() && v.len() <= 253 && v.split('.').all(|label| validate_name(label).is_ok());
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err("expected a Kubernetes object name (lowercase letters, digits, '-', '.')".into())
+    }
+}
+
+fn parse_bounded(v: &str, min_ms: u64, max_ms: u64) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    let (min, max) = (Duration::from_millis(min_ms), Duration::from_millis(max_ms));
+    if d < min || d > max {
+        return Err(format!(
+            "must be between {} and {}",
+            vaultlet_agent::config::format_duration(min),
+            vaultlet_agent::config::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_abs_dir(v: &str) -> Result<String, String> {
+    let rest = v
+        .strip_prefix('/')
+        .ok_or("must be an absolute path like /vault/secrets")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    validate_relative_file(rest).map_err(|r| format!("path {r}"))?;
+    if v.contains(':') {
+        return Err("must not contain ':'".into());
+    }
+    let dir = format!("/{rest}");
+    if dir == vaultlet_agent::config::DEFAULT_STATE_DIR
+        || dir.starts_with("/var/run/secrets")
+        || dir == "/vault/approle"
+        || dir == "/vault/ca"
+    {
+        return Err(format!(
+            "{dir} is reserved for the agent; choose another directory"
+        ));
+    }
+    Ok(dir)
+}
+
+fn parse_container_list(v: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect();
+    if names.is_empty() {
+        return Err("expected a comma-separated list of container names".into());
+    }
+    for n in &names {
+        validate_name(n).map_err(|r| format!("container name {n:?} {r}"))?;
+    }
+    Ok(names)
+}
+
+/// Checks a Kubernetes resource quantity (`10m`, `16Mi`, `1.5`, `1e3`); negative values are refused.
+pub fn parse_quantity(v: &str) -> Result<String, String> {
+    const ERR: &str = "expected a Kubernetes quantity like 10m, 0.5, 16Mi or 1G";
+    let number_len = v
+        .bytes()
+        .take_while(|b| b.is_ascii_digit() || *b == b'.')
+        .count();
+    let (number, suffix) = v.split_at(number_len);
+    let digits = number.bytes().filter(u8::is_ascii_digit).count();
+    if digits == 0 || number.matches('.').count() > 1 || v.starts_with('+') {
+        return Err(ERR.into());
+    }
+    let suffix_ok = matches!(
+        suffix,
+        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+    ) || suffix
+        .strip_prefix(['e', 'E'])
+        .map(|exp| {
+            let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+            !exp.is_empty() && exp.len() <= 3 && exp.bytes().all(|b| b.is_ascii_digit())
+        })
+        .unwrap_or(false);
+    if !suffix_ok || number_len > 30 {
+        return Err(ERR.into());
+    }
+    Ok(v.to_owned())
+}
+
+fn parse_log_level(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 200
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_=,:.-".contains(&b));
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err("expected a log filter like info or vaultlet_agent=debug".into())
+    }
+}
+
+fn parse_notify_lines(v: &str) -> Result<Vec<NotifySpec>, String> {
+    let specs = v
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.parse::<NotifySpec>().map_err(|e| format!("{l:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if specs.is_empty() {
+        return Err("expected at least one notification".into());
+    }
+    Ok(specs)
+}
+
+fn parse_gid(v: &str) -> Result<u32, String> {
+    v.parse::<u32>()
+        .map_err(|_| "expected a numeric group id".to_owned())
+}
+
+/// Parses an octal file mode: `0440`, `440` or `0o440`.
+pub fn parse_perms(v: &str) -> Result<u32, String> {
+    let digits = v.strip_prefix("0o").unwrap_or(v);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        return Err("expected an octal mode like 0440".into());
+    }
+    let mode = u32::from_str_radix(digits, 8).map_err(|e| e.to_string())?;
+    if mode > 0o777 {
+        return Err("must be between 0000 and 0777 (no setuid/setgid/sticky bits)".into());
+    }
+    Ok(mode)
+}
+
+fn parse_version(v: &str) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("expected a KV v2 version number (1, 2, ...)".into()),
+    }
+}
+
+/// The annotation reference as Markdown: the content of `docs/annotations.md`.
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "# Annotation reference\n\n\
+         <!-- Generated from injector/src/annotations.rs (KNOWN); the test \
+         `annotations::tests::doc_is_current` fails when this file is stale. \
+         Regenerate with: VAULTLET_WRITE_DOCS=1 cargo test -p vaultlet-injector doc_is_current -->\n\n\
+         Opt in with the **label** `vaultlet.io/inject: \"true\"`. Every other `vaultlet.io/*` key \
+         is an annotation on the Pod (or the pod template of a workload). The webhook validates \
+         them all at admission: an unknown key or a bad value denies the Pod with a message naming \
+         the annotation and the value.\n\n\
+         `<name>` is a secret name: 1-63 lowercase letters, digits or `-`. Defaults in backticks \
+         are the injector's settings (flag names; see `vaultlet-injector serve --help`).\n\n\
+         ## Pod-wide\n\n",
+    );
+    out.push_str(&table(Scope::Pod));
+    out.push_str("\n## Per secret\n\n");
+    out.push_str(&table(Scope::Secret));
+    out.push_str(
+        "\n## Notes\n\n\
+         - A `signal:` notification needs a shared process namespace: the injector sets \
+         `shareProcessNamespace: true` on the pod. So does classic mode in a Job's pod, where the \
+         agent exits once the app processes are gone.\n\
+         - The agent runs as the pod's `runAsUser`/`runAsGroup` when set (else 65532), so files \
+         and signals work for the app's user.\n\
+         - Multi-line values (`template-<name>`, `params-<name>`, `notify`) use a YAML block \
+         scalar (`|`).\n",
+    );
+    out
+}
+
+fn table(scope: Scope) -> String {
+    let mut out = String::from("| annotation | default | meaning | example |\n|---|---|---|---|\n");
+    for k in KNOWN.iter().filter(|k| k.scope == scope) {
+        let name = match scope {
+            Scope::Pod => format!("{PREFIX}{}", k.key),
+            Scope::Secret => format!("{PREFIX}{}-&lt;name&gt;", k.key),
+        };
+        out.push_str(&format!(
+            "| `{name}` | {} | {} | `{}` |\n",
+            k.default,
+            k.meaning.replace('|', "\\|"),
+            k.example.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn parse_map(pairs: &[(&str, &str)]) -> Result<PodRequest, AnnotationError> {
+        parse(&mk(pairs))
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        parse_map(pairs).expect_err("should be denied").to_string()
+    }
+
+    #[test]
+    fn every_known_example_parses() {
+        for k in KNOWN {
+            let mut pairs = vec![("vaultlet.io/secret-x", "secret/data/app")];
+            let key = match k.scope {
+                Scope::Pod => format!("{PREFIX}{}", k.key),
+                Scope::Secret => format!("{PREFIX}{}-x", k.key),
+            };
+            pairs.push((&key, k.example));
+            let map = mk(&pairs);
+            assert!(parse(&map).is_ok(), "{key}: {:?}", parse(&map));
+        }
+    }
+
+    #[test]
+    fn full_example() {
+        let req = parse_map(&[
+            ("vaultlet.io/role", "app"),
+            ("vaultlet.io/secret-db", "database/creds/app"),
+            ("vaultlet.io/template-db", "postgres://{{username}}@db\n"),
+            ("vaultlet.io/file-db", "config/db.url"),
+            ("vaultlet.io/perms-db", "0400"),
+            (
+                "vaultlet.io/secret-cert",
+                "pki/issue/web common_name=a.example.com ttl=1h",
+            ),
+            ("vaultlet.io/params-cert", "alt_names=b.example.com\n"),
+            (
+                "vaultlet.io/notify",
+                "signal:SIGHUP:nginx\nhttp://127.0.0.1:1/r",
+            ),
+            ("other.io/x", "ignored"),
+        ])
+        .expect("valid");
+        assert_eq!(req.role.as_deref(), Some("app"));
+        let db = &req.secrets["db"];
+        assert_eq!(db.file.as_deref(), Some("config/db.url"));
+        assert_eq!(db.mode, Some(0o400));
+        let cert = &req.secrets["cert"];
+        assert_eq!(cert.path, "pki/issue/web");
+        assert_eq!(cert.params.len(), 3);
+        assert_eq!(cert.params["ttl"], "1h");
+        assert_eq!(req.notify.len(), 2);
+        assert!(req.signals());
+    }
+
+    #[test]
+    fn denials_name_the_annotation_and_value() {
+        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+            (
+                &[("vaultlet.io/rol", "app")],
+                "vaultlet.io/rol",
+                "not a known",
+            ),
+            (
+                &[("vaultlet.io/mode", "daemon")],
+                "vaultlet.io/mode",
+                "\"daemon\"",
+            ),
+            (
+                &[("vaultlet.io/native-sidecar", "yes")],
+                "vaultlet.io/native-sidecar",
+                "\"yes\"",
+            ),
+            (
+                &[("vaultlet.io/refresh-interval", "5x")],
+                "vaultlet.io/refresh-interval",
+                "\"5x\"",
+            ),
+            (
+                &[("vaultlet.io/auth", "token")],
+                "vaultlet.io/auth",
+                "\"token\"",
+            ),
+            (
+                &[("vaultlet.io/template-db", "{{x}}")],
+                "vaultlet.io/template-db",
+                "no vaultlet.io/secret-db",
+            ),
+            (
+                &[
+                    ("vaultlet.io/secret-db", "kv/a"),
+                    ("vaultlet.io/file-db", "../etc/passwd"),
+                ],
+                "vaultlet.io/file-db",
+                "\"../etc/passwd\"",
+            ),
+            (
+                &[
+                    ("vaultlet.io/secret-db", "kv/a"),
+                    ("vaultlet.io/perms-db", "0999"),
+                ],
+                "vaultlet.io/perms-db",
+                "\"0999\"",
+            ),
+            (
+                &[
+                    ("vaultlet.io/secret-db", "kv/a"),
+                    ("vaultlet.io/perms-db", "4755"),
+                ],
+                "vaultlet.io/perms-db",
+                "0777",
+            ),
+            (
+                &[("vaultlet.io/cpu-request", "-1")],
+                "vaultlet.io/cpu-request",
+                "\"-1\"",
+            ),
+            (
+                &[("vaultlet.io/secret-DB", "kv/a")],
+                "vaultlet.io/secret-DB",
+                "secret name",
+            ),
+            (
+                &[("vaultlet.io/secret-db", "")],
+                "vaultlet.io/secret-db",
+                "Vault path",
+            ),
+            (
+                &[("vaultlet.io/secret-db", "kv/a b")],
+                "vaultlet.io/secret-db",
+                "key=value",
+            ),
+            (
+                &[("vaultlet.io/notify", "signal:SIGKILL:x")],
+                "vaultlet.io/notify",
+                "unknown signal",
+            ),
+            (
+                &[("vaultlet.io/vault-addr", "vault:8200")],
+                "vaultlet.io/vault-addr",
+                "https://",
+            ),
+            (
+                &[("vaultlet.io/secrets-dir", "/vault/agent")],
+                "vaultlet.io/secrets-dir",
+                "reserved",
+            ),
+        ];
+        for (pairs, key, needle) in cases {
+            let msg = err(pairs);
+            assert!(msg.contains(key), "{msg}");
+            assert!(msg.contains(needle), "{needle} not in {msg}");
+        }
+    }
+
+    #[test]
+    fn template_bodies_are_not_echoed() {
+        let e = parse_map(&[
+            ("vaultlet.io/secret-db", "kv/a"),
+            ("vaultlet.io/template-db", "  "),
+        ])
+        .expect_err("empty template");
+        assert!(e.to_string().contains("template body not shown"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_files_are_denied() {
+        let msg = err(&[
+            ("vaultlet.io/secret-a", "kv/a"),
+            ("vaultlet.io/secret-b", "kv/b"),
+            ("vaultlet.io/file-b", "a"),
+        ]);
+        assert!(msg.contains("vaultlet.io/file-b"), "{msg}");
+    }
+
+    #[test]
+    fn quantities() {
+        for good in ["10m", "1", "0.5", "16Mi", "1G", "1e3", "2E-2", ".5"] {
+            assert!(parse_quantity(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-1", "m", "10 m", "1.2.3", "16MB", "+1", "1e", "Mi"] {
+            assert!(parse_quantity(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn perms() {
+        assert_eq!(parse_perms("0440"), Ok(0o440));
+        assert_eq!(parse_perms("600"), Ok(0o600));
+        assert_eq!(parse_perms("0o644"), Ok(0o644));
+        for bad in ["", "8", "07777", "rw", "0x1"] {
+            assert!(parse_perms(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_pod_key_has_a_parser_arm() {
+        for k in KNOWN.iter().filter(|k| k.scope == Scope::Pod) {
+            let key = format!("{PREFIX}{}", k.key);
+            let result = parse(&mk(&[(&key, k.example)]));
+            assert!(
+                !matches!(result, Err(AnnotationError::Unknown { .. })),
+                "{key} is in KNOWN but the parser does not handle it"
+            );
+        }
+    }
+
+    #[test]
+    fn doc_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/annotations.md");
+        let want = reference_markdown();
+        if std::env::var_os("VAULTLET_WRITE_DOCS").is_some() {
+            std::fs::write(path, &want).expect("write docs/annotations.md");
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/annotations.md is stale; regenerate with VAULTLET_WRITE_DOCS=1 cargo test -p vaultlet-injector doc_is_current"
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! Command-line interface: `serve` and `preview`.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::preview::{self, Output};
+use crate::settings::{LogArgs, ServerArgs, Settings, TlsArgs};
+
+/// Top-level command line.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "vaultlet-injector",
+    version,
+    about = "Injects the vaultlet agent into Pods"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run the HTTPS admission webhook.
+    Serve(Box<ServeArgs>),
+    /// Print a Pod or workload as the webhook would mutate it.
+    Preview(Box<PreviewArgs>),
+}
+
+/// `serve` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Listener.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Certificate.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Mutation settings.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// `preview` arguments.
+#[derive(Debug, clap::Args)]
+pub struct PreviewArgs {
+    /// File with one Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob
+    /// (YAML or JSON); `-` for stdin.
+    #[arg(short = 'f', long = "file", default_value = "-")]
+    pub file: PathBuf,
+    /// Print the JSON Patch instead of the mutated object.
+    #[arg(long)]
+    pub patch: bool,
+    /// Mutation settings.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Runs `preview`: prints the result, or fails with the webhook's denial message.
+pub fn run_preview(args: &PreviewArgs) -> anyhow::Result<()> {
+    args.settings.validate()?;
+    let input = if args.file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?
+    };
+    let output = if args.patch {
+        Output::Patch
+    } else {
+        Output::Yaml
+    };
+    let text = preview::preview(&input, &args.settings, output)?;
+    print!("{text}");
+    Ok(())
+}

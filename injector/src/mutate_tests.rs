@@ -1,0 +1,612 @@
+//! Table-driven tests of the mutation.
+
+use super::*;
+use crate::testutil::{emit_for_validation, mk_pod};
+use serde_json::json;
+
+fn settings() -> Settings {
+    Settings::defaults()
+}
+
+fn injected(pod: &Pod, s: &Settings) -> Injection {
+    match mutate(pod, s).expect("allowed") {
+        Outcome::Injected(i) => *i,
+        Outcome::Skipped(skip) => panic!("expected an injection, got {skip:?}"),
+    }
+}
+
+fn spec(p: &Pod) -> &PodSpec {
+    p.spec.as_ref().expect("spec")
+}
+
+fn init_names(p: &Pod) -> Vec<&str> {
+    spec(p)
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
+fn container<'a>(p: &'a Pod, name: &str) -> &'a Container {
+    spec(p)
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec(p).containers.iter())
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+fn mounts_secrets(c: &Container) -> bool {
+    c.volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.name == SECRETS_VOLUME && m.read_only == Some(true))
+}
+
+fn config_of(c: &Container) -> AgentConfig {
+    let env = c.env.as_ref().expect("env");
+    let json = env
+        .iter()
+        .find(|e| e.name == CONFIG_ENV)
+        .and_then(|e| e.value.as_deref())
+        .expect("config env");
+    AgentConfig::from_json(json).expect("agent accepts the config")
+}
+
+/// Checks properties every injection must have, and hands the pod to the validator.
+fn check_common(name: &str, before: &Pod, i: &Injection) {
+    let after = &i.pod;
+    emit_for_validation(name, after);
+    // Idempotent: a second pass changes nothing.
+    assert!(matches!(
+        mutate(after, &settings()),
+        Ok(Outcome::Skipped(Skip::AlreadyInjected))
+    ));
+    // The patch applied to the original JSON gives the mutated pod.
+    let mut doc = serde_json::to_value(before).expect("json");
+    json_patch::patch(&mut doc, &patch(before, after).expect("patch")).expect("patch applies");
+    assert_eq!(doc, serde_json::to_value(after).expect("json"), "{name}");
+    // App containers are untouched but for volume mounts.
+    for (b, a) in spec(before).containers.iter().zip(&spec(after).containers) {
+        let mut a = a.clone();
+        a.volume_mounts = b.volume_mounts.clone();
+        assert_eq!(&a, b, "{name}: container {} changed", b.name);
+    }
+    // Every agent container passes the restricted Pod Security Standard.
+    for c in spec(after)
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec(after).containers)
+        .filter(|c| c.name.starts_with("vaultlet-agent"))
+    {
+        let sc = c.security_context.as_ref().expect("securityContext");
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        let caps = sc.capabilities.as_ref().and_then(|c| c.drop.clone());
+        assert_eq!(caps, Some(vec!["ALL".to_owned()]));
+        assert_eq!(
+            sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        assert_eq!(config_of(c), i.config);
+    }
+    let annotations = after.metadata.annotations.as_ref().expect("annotations");
+    assert_eq!(
+        annotations.get(STATUS).map(String::as_str),
+        Some("injected")
+    );
+}
+
+fn basic() -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": "web", "namespace": "default",
+            "labels": {"vaultlet.io/inject": "true"},
+            "annotations": {
+                "vaultlet.io/role": "app",
+                "vaultlet.io/secret-db": "database/creds/app",
+                "vaultlet.io/template-db": "postgres://{{username}}:{{password}}@db/app\n"
+            }
+        },
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}
+    })
+}
+
+fn with(mut base: serde_json::Value, pointer: &str, value: serde_json::Value) -> serde_json::Value {
+    let (parent, key) = pointer.rsplit_once('/').expect("pointer");
+    let slot = base.pointer_mut(parent).expect("parent exists");
+    slot[key.replace("~1", "/")] = value;
+    base
+}
+
+fn annotated(key: &str, value: &str) -> serde_json::Value {
+    with(
+        basic(),
+        &format!("/metadata/annotations/{}", key.replace('/', "~1")),
+        json!(value),
+    )
+}
+
+#[test]
+fn native_sidecar_by_default() {
+    let pod = mk_pod(basic());
+    let i = injected(&pod, &settings());
+    check_common("native", &pod, &i);
+    assert_eq!(i.mode, InjectMode::NativeSidecar);
+    assert_eq!(init_names(&i.pod), [AGENT_CONTAINER]);
+    let agent = container(&i.pod, AGENT_CONTAINER);
+    assert_eq!(agent.restart_policy.as_deref(), Some("Always"));
+    let probe = agent.startup_probe.as_ref().expect("startupProbe");
+    assert_eq!(probe.failure_threshold, Some(120));
+    assert!(mounts_secrets(container(&i.pod, "web")));
+    let sc = agent.security_context.as_ref().expect("sc");
+    assert_eq!(
+        (sc.run_as_user, sc.run_as_group),
+        (Some(65532), Some(65532))
+    );
+    let volumes: Vec<_> = spec(&i.pod)
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(volumes, [SECRETS_VOLUME, STATE_VOLUME, SA_TOKEN_VOLUME]);
+    let secrets = &spec(&i.pod).volumes.as_ref().expect("volumes")[0];
+    let dir = secrets.empty_dir.as_ref().expect("emptyDir");
+    assert_eq!(dir.medium.as_deref(), Some("Memory"));
+    assert_eq!(dir.size_limit.as_ref().map(|q| q.0.as_str()), Some("16Mi"));
+    assert!(matches!(i.config.auth, AuthConfig::Kubernetes { ref role, .. } if role == "app"));
+    assert_eq!(i.config.exit, ExitPolicy::Never);
+    assert_eq!(spec(&i.pod).share_process_namespace, None);
+    let req = agent
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.clone())
+        .expect("requests");
+    assert_eq!(req["cpu"].0, "10m");
+    assert_eq!(req["memory"].0, "16Mi");
+}
+
+#[test]
+fn modes() {
+    // (name, annotations, expected mode, init containers, extra app container)
+    let cases: &[(&str, &[(&str, &str)], InjectMode, &[&str], bool)] = &[
+        (
+            "classic",
+            &[("vaultlet.io/native-sidecar", "false")],
+            InjectMode::Classic,
+            &[AGENT_INIT_CONTAINER],
+            true,
+        ),
+        (
+            "init-only",
+            &[("vaultlet.io/mode", "init-only")],
+            InjectMode::InitOnly,
+            &[AGENT_INIT_CONTAINER],
+            false,
+        ),
+        (
+            "native-explicit",
+            &[("vaultlet.io/native-sidecar", "true")],
+            InjectMode::NativeSidecar,
+            &[AGENT_CONTAINER],
+            false,
+        ),
+    ];
+    for (name, pairs, mode, inits, sidecar) in cases {
+        let mut v = basic();
+        for (k, val) in *pairs {
+            v = with(
+                v,
+                &format!("/metadata/annotations/{}", k.replace('/', "~1")),
+                json!(val),
+            );
+        }
+        let pod = mk_pod(v);
+        let i = injected(&pod, &settings());
+        check_common(name, &pod, &i);
+        assert_eq!(i.mode, *mode, "{name}");
+        assert_eq!(init_names(&i.pod), *inits, "{name}");
+        let has_sidecar = spec(&i.pod)
+            .containers
+            .iter()
+            .any(|c| c.name == AGENT_CONTAINER);
+        assert_eq!(has_sidecar, *sidecar, "{name}");
+        let init = container(&i.pod, inits[0]);
+        let expected_arg = if *mode == InjectMode::NativeSidecar {
+            "run"
+        } else {
+            "init"
+        };
+        assert_eq!(
+            init.args.as_deref(),
+            Some(&[expected_arg.to_owned()][..]),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn settings_choose_classic_and_init_only() {
+    let mut s = settings();
+    s.agent.native_sidecars = false;
+    let i = injected(&mk_pod(basic()), &s);
+    assert_eq!(i.mode, InjectMode::Classic);
+    s.agent.mode = Mode::InitOnly;
+    assert_eq!(injected(&mk_pod(basic()), &s).mode, InjectMode::InitOnly);
+}
+
+fn istio() -> serde_json::Value {
+    with(
+        basic(),
+        "/spec/initContainers",
+        json!([
+            {"name": "istio-init", "image": "istio/proxyv2:1.24",
+             "args": ["istio-iptables", "-p", "15001"],
+             "securityContext": {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}}},
+            {"name": "istio-proxy", "image": "istio/proxyv2:1.24", "restartPolicy": "Always"}
+        ]),
+    )
+}
+
+#[test]
+fn existing_init_containers_first_and_last() {
+    let pod = mk_pod(istio());
+    let i = injected(&pod, &settings());
+    check_common("istio-first", &pod, &i);
+    assert_eq!(
+        init_names(&i.pod),
+        [AGENT_CONTAINER, "istio-init", "istio-proxy"]
+    );
+    assert!(
+        mounts_secrets(container(&i.pod, "istio-init")),
+        "runs after the agent"
+    );
+    assert!(
+        !mounts_secrets(container(&i.pod, "istio-proxy")),
+        "a mesh sidecar is not an app"
+    );
+
+    let pod = mk_pod(with(
+        istio(),
+        "/metadata/annotations/vaultlet.io~1init-position",
+        json!("last"),
+    ));
+    let i = injected(&pod, &settings());
+    check_common("istio-last", &pod, &i);
+    assert_eq!(
+        init_names(&i.pod),
+        ["istio-init", "istio-proxy", AGENT_CONTAINER]
+    );
+    assert!(
+        !mounts_secrets(container(&i.pod, "istio-init")),
+        "runs before the agent"
+    );
+    assert!(mounts_secrets(container(&i.pod, "web")));
+
+    let mut s = settings();
+    s.agent.init_position = InitPosition::Last;
+    let i = injected(&mk_pod(istio()), &s);
+    assert_eq!(init_names(&i.pod).last(), Some(&AGENT_CONTAINER));
+}
+
+#[test]
+fn pod_security_context_and_process_namespace() {
+    let v = with(
+        annotated("vaultlet.io/notify", "signal:SIGHUP:nginx"),
+        "/spec/securityContext",
+        json!({"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000, "runAsNonRoot": true}),
+    );
+    let pod = mk_pod(v);
+    let i = injected(&pod, &settings());
+    check_common("pod-security-context", &pod, &i);
+    let sc = container(&i.pod, AGENT_CONTAINER)
+        .security_context
+        .clone()
+        .expect("sc");
+    assert_eq!((sc.run_as_user, sc.run_as_group), (Some(1000), Some(3000)));
+    assert_eq!(i.config.secrets[0].group, Some(2000));
+    assert_eq!(spec(&i.pod).share_process_namespace, Some(true));
+
+    // A root pod user is not copied: the agent stays non-root.
+    let pod = mk_pod(with(
+        basic(),
+        "/spec/securityContext",
+        json!({"runAsUser": 0}),
+    ));
+    let sc = container(&injected(&pod, &settings()).pod, AGENT_CONTAINER)
+        .security_context
+        .clone()
+        .expect("sc");
+    assert_eq!(sc.run_as_user, Some(65532));
+
+    // An existing shareProcessNamespace is kept.
+    let pod = mk_pod(with(basic(), "/spec/shareProcessNamespace", json!(true)));
+    let i = injected(&pod, &settings());
+    check_common("share-process-namespace", &pod, &i);
+    assert_eq!(spec(&i.pod).share_process_namespace, Some(true));
+}
+
+#[test]
+fn generate_name_without_name_and_no_optional_fields() {
+    let mut v = basic();
+    let meta = v["metadata"].as_object_mut().expect("metadata");
+    meta.remove("name");
+    meta.insert("generateName".into(), json!("web-"));
+    let pod = mk_pod(v);
+    let i = injected(&pod, &settings());
+    check_common("generate-name", &pod, &i);
+    assert_eq!(i.pod.metadata.generate_name.as_deref(), Some("web-"));
+}
+
+#[test]
+fn annotation_opt_in_without_label() {
+    let mut v = basic();
+    v["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("labels");
+    v["metadata"]["annotations"]["vaultlet.io/inject"] = json!("true");
+    let pod = mk_pod(v);
+    let i = injected(&pod, &settings());
+    check_common("annotation-opt-in", &pod, &i);
+}
+
+#[test]
+fn job_pods_in_classic_mode_exit_with_the_app() {
+    let v = with(
+        with(
+            annotated("vaultlet.io/native-sidecar", "false"),
+            "/spec/restartPolicy",
+            json!("Never"),
+        ),
+        "/metadata/ownerReferences",
+        json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "migrate", "uid": "1234", "controller": true}]),
+    );
+    let pod = mk_pod(v);
+    let i = injected(&pod, &settings());
+    check_common("job-classic", &pod, &i);
+    assert_eq!(i.config.exit, ExitPolicy::AppsExited);
+    assert_eq!(spec(&i.pod).share_process_namespace, Some(true));
+
+    // Native sidecars need nothing: the kubelet stops them.
+    let v = with(
+        basic(),
+        "/metadata/ownerReferences",
+        json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "m", "uid": "1"}]),
+    );
+    let i = injected(&mk_pod(v), &settings());
+    assert_eq!(i.config.exit, ExitPolicy::Never);
+    assert_eq!(spec(&i.pod).share_process_namespace, None);
+}
+
+#[test]
+fn approle_and_overrides() {
+    let mut v = basic();
+    let a = v["metadata"]["annotations"]
+        .as_object_mut()
+        .expect("annotations");
+    for (k, val) in [
+        ("vaultlet.io/auth", "approle"),
+        ("vaultlet.io/approle-secret", "app-approle"),
+        ("vaultlet.io/approle-secret-id-wrapped", "true"),
+        ("vaultlet.io/cpu-request", "50m"),
+        ("vaultlet.io/memory-limit", "128Mi"),
+        ("vaultlet.io/secrets-volume-size", "1Mi"),
+        ("vaultlet.io/secrets-dir", "/etc/app/secrets/"),
+        ("vaultlet.io/refresh-interval", "5s"),
+        ("vaultlet.io/init-deadline", "30s"),
+        ("vaultlet.io/vault-namespace", "team-a"),
+        ("vaultlet.io/file-db", "config/db.url"),
+        ("vaultlet.io/perms-db", "0400"),
+        (
+            "vaultlet.io/secret-cert",
+            "pki/issue/web common_name=web.example.com",
+        ),
+        ("vaultlet.io/format-cert", "json"),
+    ] {
+        a.insert(k.into(), json!(val));
+    }
+    let pod = mk_pod(v);
+    let i = injected(&pod, &settings());
+    check_common("approle-overrides", &pod, &i);
+    assert!(matches!(
+        i.config.auth,
+        AuthConfig::Approle { ref mount_path, secret_id_wrapped: true, .. } if mount_path == "approle"
+    ));
+    let vols: Vec<_> = spec(&i.pod)
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert!(
+        vols.contains(&APPROLE_VOLUME) && !vols.contains(&SA_TOKEN_VOLUME),
+        "{vols:?}"
+    );
+    let agent = container(&i.pod, AGENT_CONTAINER);
+    let res = agent.resources.clone().expect("resources");
+    assert_eq!(res.requests.expect("req")["cpu"].0, "50m");
+    assert_eq!(res.limits.expect("lim")["memory"].0, "128Mi");
+    assert_eq!(
+        agent
+            .startup_probe
+            .as_ref()
+            .and_then(|p| p.failure_threshold),
+        Some(30)
+    );
+    let app_mount = container(&i.pod, "web")
+        .volume_mounts
+        .clone()
+        .expect("mounts");
+    assert_eq!(app_mount[0].mount_path, "/etc/app/secrets");
+    assert_eq!(i.config.refresh_interval, Duration::from_secs(5));
+    assert_eq!(i.config.vault.namespace.as_deref(), Some("team-a"));
+    let db = i
+        .config
+        .secrets
+        .iter()
+        .find(|s| s.name == "db")
+        .expect("db");
+    assert_eq!((db.file.as_str(), db.mode), ("config/db.url", 0o400));
+    let cert = i
+        .config
+        .secrets
+        .iter()
+        .find(|s| s.name == "cert")
+        .expect("cert");
+    assert_eq!(cert.params["common_name"], "web.example.com");
+}
+
+#[test]
+fn containers_annotation_limits_the_mount() {
+    let v = with(
+        annotated("vaultlet.io/containers", "worker"),
+        "/spec/containers",
+        json!([{"name": "web", "image": "nginx"}, {"name": "worker", "image": "busybox"}]),
+    );
+    let pod = mk_pod(v);
+    let i = injected(&pod, &settings());
+    check_common("containers-annotation", &pod, &i);
+    assert!(!mounts_secrets(container(&i.pod, "web")));
+    assert!(mounts_secrets(container(&i.pod, "worker")));
+}
+
+#[test]
+fn vault_addr_allowlist() {
+    let pod = mk_pod(annotated(
+        "vaultlet.io/vault-addr",
+        "https://evil.example:8200",
+    ));
+    let err = mutate(&pod, &settings())
+        .expect_err("not allowed")
+        .to_string();
+    assert!(
+        err.contains("vaultlet.io/vault-addr") && err.contains("evil.example"),
+        "{err}"
+    );
+    let mut s = settings();
+    s.vault.allowed_vault_addrs = vec!["https://vault.team-a.svc:8200".into()];
+    let pod = mk_pod(annotated(
+        "vaultlet.io/vault-addr",
+        "https://vault.team-a.svc:8200",
+    ));
+    assert_eq!(
+        injected(&pod, &s).config.vault.address,
+        "https://vault.team-a.svc:8200"
+    );
+}
+
+#[test]
+fn skipped_pods() {
+    let cases: &[(&str, serde_json::Value, Skip)] = &[
+        (
+            "no opt-in",
+            with(basic(), "/metadata/labels", json!({"app": "web"})),
+            Skip::NotOptedIn,
+        ),
+        (
+            "label false",
+            with(
+                basic(),
+                "/metadata/labels",
+                json!({"vaultlet.io/inject": "false"}),
+            ),
+            Skip::NotOptedIn,
+        ),
+        (
+            "running",
+            with(basic(), "/status", json!({"phase": "Running"})),
+            Skip::NotPending,
+        ),
+        (
+            "injected",
+            annotated("vaultlet.io/status", "injected"),
+            Skip::AlreadyInjected,
+        ),
+    ];
+    for (name, v, want) in cases {
+        match mutate(&mk_pod(v.clone()), &settings()) {
+            Ok(Outcome::Skipped(got)) => assert_eq!(got, *want, "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn denied_pods() {
+    let no_role = {
+        let mut v = basic();
+        v["metadata"]["annotations"]
+            .as_object_mut()
+            .expect("a")
+            .remove("vaultlet.io/role");
+        v
+    };
+    let no_secret = {
+        let mut v = basic();
+        let a = v["metadata"]["annotations"].as_object_mut().expect("a");
+        a.remove("vaultlet.io/secret-db");
+        a.remove("vaultlet.io/template-db");
+        v
+    };
+    let cases: &[(&str, serde_json::Value, &str)] = &[
+        ("no role", no_role, "vaultlet.io/role"),
+        ("no secret", no_secret, "no secret"),
+        (
+            "approle without secret",
+            annotated("vaultlet.io/auth", "approle"),
+            "vaultlet.io/approle-secret",
+        ),
+        (
+            "unknown container",
+            annotated("vaultlet.io/containers", "nope"),
+            "\"nope\"",
+        ),
+        (
+            "typo",
+            annotated("vaultlet.io/secert-db", "kv/a"),
+            "vaultlet.io/secert-db",
+        ),
+        (
+            "escaping file",
+            annotated("vaultlet.io/file-db", "../../etc/shadow"),
+            "vaultlet.io/file-db",
+        ),
+        (
+            "bad inject",
+            annotated("vaultlet.io/inject", "yes"),
+            "vaultlet.io/inject",
+        ),
+        (
+            "volume conflict",
+            with(
+                basic(),
+                "/spec/volumes",
+                json!([{"name": "vaultlet-secrets", "emptyDir": {}}]),
+            ),
+            "vaultlet-secrets",
+        ),
+        (
+            "mount conflict",
+            with(
+                basic(),
+                "/spec/containers",
+                json!([{"name": "web", "image": "nginx",
+                        "volumeMounts": [{"name": "x", "mountPath": "/vault/secrets"}]}]),
+            ),
+            "vaultlet.io/secrets-dir",
+        ),
+    ];
+    for (name, v, needle) in cases {
+        let err = mutate(&mk_pod(v.clone()), &settings())
+            .expect_err(name)
+            .to_string();
+        assert!(err.contains(needle), "{name}: {err}");
+    }
+}

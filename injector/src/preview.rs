@@ -1,0 +1,241 @@
+//! `vaultlet-injector preview`: mutates a Pod or a workload's pod template offline.
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::Value;
+
+use crate::mutate::{self, Deny, Outcome};
+use crate::settings::Settings;
+
+/// Why a preview failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    /// The input is neither YAML nor JSON.
+    #[error("input is not a YAML or JSON Kubernetes object: {0}")]
+    Parse(String),
+    /// The object kind has no pod template.
+    #[error(
+        "kind {0:?} has no pod template; give a Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob"
+    )]
+    Kind(String),
+    /// The pod template is malformed.
+    #[error("the pod template at {path} is not a valid Pod spec: {reason}")]
+    Template {
+        /// JSON pointer of the template.
+        path: &'static str,
+        /// Deserialisation error.
+        reason: String,
+    },
+    /// The webhook would deny this object (same message).
+    #[error("{0}")]
+    Denied(#[from] Deny),
+    /// Output could not be written as YAML.
+    #[error("cannot write YAML: {0}")]
+    Output(String),
+}
+
+/// What to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The mutated object as YAML.
+    Yaml,
+    /// The JSON Patch (against the whole object) as JSON.
+    Patch,
+}
+
+/// Parses YAML or JSON (JSON is YAML) into a JSON value.
+pub fn parse_object(input: &str) -> Result<Value, PreviewError> {
+    let trimmed = input.trim_start();
+    if trimmed.starts_with('{') {
+        return serde_json::from_str(trimmed).map_err(|e| PreviewError::Parse(e.to_string()));
+    }
+    serde_saphyr::from_str(input).map_err(|e| PreviewError::Parse(e.to_string()))
+}
+
+/// JSON pointer of the pod template for a kind, and whether its pods run under a Job.
+fn template_path(kind: &str) -> Result<(&'static str, bool), PreviewError> {
+    match kind {
+        "Pod" => Ok(("", false)),
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => Ok(("/spec/template", false)),
+        "Job" => Ok(("/spec/template", true)),
+        "CronJob" => Ok(("/spec/jobTemplate/spec/template", true)),
+        other => Err(PreviewError::Kind(other.to_owned())),
+    }
+}
+
+/// Mutates `object` through the webhook's code path; returns the new object (unchanged when
+/// the webhook would skip it).
+pub fn mutate_object(object: &Value, settings: &Settings) -> Result<Value, PreviewError> {
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (path, job) = template_path(kind)?;
+    let template = object.pointer(path).cloned().unwrap_or(Value::Null);
+    let pod: Pod = serde_json::from_value(template).map_err(|e| PreviewError::Template {
+        path: if path.is_empty() { "/" } else { path },
+        reason: e.to_string(),
+    })?;
+    let job = job || mutate::owned_by_job(&pod);
+    let mutated = match mutate::mutate_pod(&pod, settings, job)? {
+        Outcome::Skipped(_) => return Ok(object.clone()),
+        Outcome::Injected(injection) => injection.pod,
+    };
+    let mut mutated =
+        serde_json::to_value(&mutated).map_err(|e| PreviewError::Output(e.to_string()))?;
+    let mut out = object.clone();
+    if path.is_empty() {
+        return Ok(mutated);
+    }
+    if let Value::Object(m) = &mut mutated {
+        // A pod template has only metadata and spec.
+        m.retain(|k, _| k == "metadata" || k == "spec");
+    }
+    if let Some(slot) = out.pointer_mut(path) {
+        *slot = mutated;
+    }
+    Ok(out)
+}
+
+/// Runs a preview on the text of one object and renders the chosen output.
+pub fn preview(input: &str, settings: &Settings, output: Output) -> Result<String, PreviewError> {
+    let object = parse_object(input)?;
+    let mutated = mutate_object(&object, settings)?;
+    match output {
+        Output::Yaml => {
+            serde_saphyr::to_string(&mutated).map_err(|e| PreviewError::Output(e.to_string()))
+        }
+        Output::Patch => {
+            let patch = json_patch::diff(&object, &mutated);
+            serde_json::to_string_pretty(&patch)
+                .map(|s| s + "\n")
+                .map_err(|e| PreviewError::Output(e.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::emit_for_validation;
+
+    const TEMPLATE: &str = r#"
+    metadata:
+      labels:
+        app: web
+        vaultlet.io/inject: "true"
+      annotations:
+        vaultlet.io/role: app
+        vaultlet.io/secret-config: secret/data/web
+    spec:
+      restartPolicy: RESTART
+      containers:
+        - name: web
+          image: nginx:1.27
+"#;
+
+    fn indent(text: &str, n: usize) -> String {
+        let pad = " ".repeat(n);
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| format!("{pad}{}\n", l.strip_prefix("    ").unwrap_or(l)))
+            .collect()
+    }
+
+    fn workload(kind: &str) -> String {
+        let restart = if matches!(kind, "Job" | "CronJob") {
+            "Never"
+        } else {
+            "Always"
+        };
+        let template = TEMPLATE.replace("RESTART", restart);
+        let selector = "  selector:\n    matchLabels:\n      app: web\n";
+        match kind {
+            "Pod" => format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n{}",
+                indent(&template, 0).replacen("metadata:\n", "", 1)
+            ),
+            "Job" => format!(
+                "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: web\nspec:\n  template:\n{}",
+                indent(&template, 4)
+            ),
+            "CronJob" => format!(
+                "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: web\nspec:\n  schedule: \"*/5 * * * *\"\n  jobTemplate:\n    spec:\n      template:\n{}",
+                indent(&template, 8)
+            ),
+            "StatefulSet" => format!(
+                "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: web\nspec:\n  serviceName: web\n{selector}  template:\n{}",
+                indent(&template, 4)
+            ),
+            _ => format!(
+                "apiVersion: apps/v1\nkind: {kind}\nmetadata:\n  name: web\nspec:\n{selector}  template:\n{}",
+                indent(&template, 4)
+            ),
+        }
+    }
+
+    fn pod_spec_of(v: &Value) -> &Value {
+        let kind = v["kind"].as_str().expect("kind");
+        let (path, _) = template_path(kind).expect("kind");
+        &v.pointer(path).expect("template")["spec"]
+    }
+
+    #[test]
+    fn every_workload_kind() {
+        let settings = Settings::defaults();
+        for kind in [
+            "Pod",
+            "Deployment",
+            "StatefulSet",
+            "DaemonSet",
+            "ReplicaSet",
+            "Job",
+            "CronJob",
+        ] {
+            let input = workload(kind);
+            let object = parse_object(&input).unwrap_or_else(|e| panic!("{kind}: {e}\n{input}"));
+            let out = mutate_object(&object, &settings).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            emit_for_validation(&format!("preview-{}", kind.to_lowercase()), &out);
+            let spec = pod_spec_of(&out);
+            assert_eq!(
+                spec["initContainers"][0]["name"], "vaultlet-agent",
+                "{kind}"
+            );
+            assert_eq!(out["kind"], kind);
+            assert!(out.pointer("/spec/template/apiVersion").is_none(), "{kind}");
+            // The YAML output reads back to the same object.
+            let yaml = preview(&input, &settings, Output::Yaml).expect("yaml");
+            assert_eq!(parse_object(&yaml).expect("reparse"), out, "{kind}");
+            // The patch applied to the input gives the same object.
+            let patch: json_patch::Patch =
+                serde_json::from_str(&preview(&input, &settings, Output::Patch).expect("patch"))
+                    .expect("patch json");
+            let mut doc = object.clone();
+            json_patch::patch(&mut doc, &patch).expect("applies");
+            assert_eq!(doc, out, "{kind}");
+            // Idempotent.
+            assert_eq!(
+                mutate_object(&out, &settings).expect("again"),
+                out,
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_input_and_denials() {
+        let settings = Settings::defaults();
+        let json = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x","labels":{"vaultlet.io/inject":"true"},
+            "annotations":{"vaultlet.io/role":"app","vaultlet.io/secret-a":"kv/a","vaultlet.io/perms-a":"999"}},
+            "spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
+        let err = preview(json, &settings, Output::Yaml)
+            .expect_err("denied")
+            .to_string();
+        assert!(
+            err.contains("vaultlet.io/perms-a") && err.contains("\"999\""),
+            "{err}"
+        );
+        let err = preview("kind: Service\n", &settings, Output::Yaml).expect_err("kind");
+        assert!(err.to_string().contains("Service"), "{err}");
+        assert!(preview("{not json", &settings, Output::Yaml).is_err());
+    }
+}

@@ -1,0 +1,270 @@
+//! Command-line settings (flags with `VAULTLET_*` env-var equivalents), one struct per concern.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use vaultlet_agent::config::{HumanDuration, validate_mount, validate_vault_address};
+
+use crate::annotations::{AuthMethod, InitPosition, Mode, parse_quantity};
+
+/// A settings value that cannot work; the message names the flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--{flag}: {reason}")]
+pub struct SettingsError {
+    /// Flag name without dashes.
+    pub flag: &'static str,
+    /// What is wrong and what is expected.
+    pub reason: String,
+}
+
+fn check(flag: &'static str, r: Result<impl Sized, String>) -> Result<(), SettingsError> {
+    r.map(|_| ())
+        .map_err(|reason| SettingsError { flag, reason })
+}
+
+/// Where and how the webhook listens.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// HTTPS address serving /mutate, /healthz, /readyz and /metrics.
+    #[arg(long, env = "VAULTLET_LISTEN_ADDR", default_value = "0.0.0.0:8443")]
+    pub listen_addr: SocketAddr,
+    /// Plain-HTTP admin address serving /healthz, /readyz and /metrics ("off" to disable).
+    #[arg(long, env = "VAULTLET_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    pub admin_addr: String,
+    /// How long in-flight reviews may take to finish after SIGTERM.
+    #[arg(long, env = "VAULTLET_SHUTDOWN_GRACE", default_value = "10s")]
+    pub shutdown_grace: HumanDuration,
+}
+
+/// The serving certificate.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain; reloaded when the file (or its directory's `..data` link) changes.
+    #[arg(
+        long,
+        env = "VAULTLET_TLS_CERT_FILE",
+        default_value = "/etc/vaultlet/tls/tls.crt"
+    )]
+    pub tls_cert_file: PathBuf,
+    /// PEM private key matching the certificate.
+    #[arg(
+        long,
+        env = "VAULTLET_TLS_KEY_FILE",
+        default_value = "/etc/vaultlet/tls/tls.key"
+    )]
+    pub tls_key_file: PathBuf,
+}
+
+/// The injector's own logging.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log format: text or json.
+    #[arg(long, env = "VAULTLET_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Log filter, e.g. info or vaultlet_injector=debug.
+    #[arg(long, env = "VAULTLET_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// The agent container: image, mode and timing.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// Agent image.
+    #[arg(
+        long,
+        env = "VAULTLET_AGENT_IMAGE",
+        default_value = "vaultlet/agent:0.1.0"
+    )]
+    pub agent_image: String,
+    /// imagePullPolicy of the agent containers.
+    #[arg(long, env = "VAULTLET_AGENT_IMAGE_PULL_POLICY", default_value = "IfNotPresent",
+          value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub agent_image_pull_policy: String,
+    /// Default mode: sidecar or init-only (annotation vaultlet.io/mode).
+    #[arg(long, env = "VAULTLET_MODE", default_value = "sidecar")]
+    pub mode: Mode,
+    /// Inject sidecars as native sidecars (init container with restartPolicy Always).
+    #[arg(long, env = "VAULTLET_NATIVE_SIDECARS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub native_sidecars: bool,
+    /// Default place of the agent among existing init containers: first or last.
+    #[arg(long, env = "VAULTLET_INIT_POSITION", default_value = "first")]
+    pub init_position: InitPosition,
+    /// Default interval at which static secrets are checked for a new version.
+    #[arg(long, env = "VAULTLET_REFRESH_INTERVAL", default_value = "60s")]
+    pub refresh_interval: HumanDuration,
+    /// Default time the first render may take.
+    #[arg(long, env = "VAULTLET_INIT_DEADLINE", default_value = "120s")]
+    pub init_deadline: HumanDuration,
+    /// Default sizeLimit of the memory-backed secrets volume.
+    #[arg(long, env = "VAULTLET_SECRETS_VOLUME_SIZE", default_value = "16Mi")]
+    pub secrets_volume_size: String,
+}
+
+/// Which Vault, and how pods log in.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VaultArgs {
+    /// Default Vault/OpenBao address.
+    #[arg(
+        long,
+        env = "VAULTLET_VAULT_ADDR",
+        default_value = "https://vault.vault.svc:8200"
+    )]
+    pub vault_addr: String,
+    /// Other addresses a pod may choose with vaultlet.io/vault-addr (comma-separated).
+    #[arg(long, env = "VAULTLET_ALLOWED_VAULT_ADDRS", value_delimiter = ',')]
+    pub allowed_vault_addrs: Vec<String>,
+    /// ConfigMap (key ca.crt) with the CA that signs Vault's certificate; mounted for the agent.
+    #[arg(long, env = "VAULTLET_VAULT_CA_CONFIGMAP")]
+    pub vault_ca_configmap: Option<String>,
+    /// Default auth method: kubernetes or approle.
+    #[arg(long, env = "VAULTLET_AUTH_METHOD", default_value = "kubernetes")]
+    pub auth_method: AuthMethod,
+    /// Mount path of the default auth method, without auth/.
+    #[arg(long, env = "VAULTLET_AUTH_PATH", default_value = "kubernetes")]
+    pub auth_path: String,
+    /// Audience of the projected service-account token.
+    #[arg(long, env = "VAULTLET_SA_TOKEN_AUDIENCE", default_value = "vault")]
+    pub sa_token_audience: String,
+    /// Lifetime in seconds of the projected service-account token (at least 600).
+    #[arg(long, env = "VAULTLET_SA_TOKEN_EXPIRATION", default_value_t = 3600)]
+    pub sa_token_expiration: i64,
+}
+
+/// Default resources of each agent container.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResourceArgs {
+    /// CPU request.
+    #[arg(long, env = "VAULTLET_CPU_REQUEST", default_value = "10m")]
+    pub cpu_request: String,
+    /// CPU limit (none by default).
+    #[arg(long, env = "VAULTLET_CPU_LIMIT")]
+    pub cpu_limit: Option<String>,
+    /// Memory request.
+    #[arg(long, env = "VAULTLET_MEMORY_REQUEST", default_value = "16Mi")]
+    pub memory_request: String,
+    /// Memory limit.
+    #[arg(long, env = "VAULTLET_MEMORY_LIMIT", default_value = "64Mi")]
+    pub memory_limit: Option<String>,
+}
+
+/// Everything the mutation needs; shared by `serve` and `preview`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Agent container.
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// Vault and auth.
+    #[command(flatten)]
+    pub vault: VaultArgs,
+    /// Agent resources.
+    #[command(flatten)]
+    pub resources: ResourceArgs,
+}
+
+impl Settings {
+    /// Checks what clap cannot: addresses, quantities, token lifetime.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        check("agent-image", non_empty(&self.agent.agent_image))?;
+        check("vault-addr", validate_vault_address(&self.vault.vault_addr))?;
+        for addr in &self.vault.allowed_vault_addrs {
+            check("allowed-vault-addrs", validate_vault_address(addr.trim()))?;
+        }
+        check("auth-path", validate_mount(&self.vault.auth_path))?;
+        check(
+            "sa-token-audience",
+            non_empty(&self.vault.sa_token_audience),
+        )?;
+        if self.vault.sa_token_expiration < 600 {
+            return Err(SettingsError {
+                flag: "sa-token-expiration",
+                reason: "Kubernetes needs at least 600 seconds".into(),
+            });
+        }
+        check(
+            "secrets-volume-size",
+            parse_quantity(&self.agent.secrets_volume_size),
+        )?;
+        check("cpu-request", parse_quantity(&self.resources.cpu_request))?;
+        check(
+            "memory-request",
+            parse_quantity(&self.resources.memory_request),
+        )?;
+        if let Some(q) = &self.resources.cpu_limit {
+            check("cpu-limit", parse_quantity(q))?;
+        }
+        if let Some(q) = &self.resources.memory_limit {
+            check("memory-limit", parse_quantity(q))?;
+        }
+        if self.agent.init_deadline.0 < std::time::Duration::from_secs(1) {
+            return Err(SettingsError {
+                flag: "init-deadline",
+                reason: "must be at least 1s".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a pod may point its agent at `addr` (the default or an allowlisted address).
+    pub fn vault_addr_allowed(&self, addr: &str) -> bool {
+        let norm = |a: &str| a.trim().trim_end_matches('/').to_ascii_lowercase();
+        let want = norm(addr);
+        norm(&self.vault.vault_addr) == want
+            || self
+                .vault
+                .allowed_vault_addrs
+                .iter()
+                .any(|a| norm(a) == want)
+    }
+
+    /// The defaults, as `vaultlet-injector` would parse them with no flags (for tests and benches).
+    pub fn defaults() -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        // Parsing an empty command line only uses the defaults above, which are valid.
+        match Only::try_parse_from(["vaultlet-injector"]) {
+            Ok(o) => o.settings,
+            Err(e) => unreachable!("built-in defaults do not parse: {e}"),
+        }
+    }
+}
+
+fn non_empty(s: &str) -> Result<(), String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::defaults();
+        assert_eq!(s.validate(), Ok(()));
+        assert!(s.vault_addr_allowed("https://vault.vault.svc:8200/"));
+        assert!(!s.vault_addr_allowed("https://evil.example:8200"));
+    }
+
+    #[test]
+    fn bad_settings_name_the_flag() {
+        let mut s = Settings::defaults();
+        s.vault.sa_token_expiration = 60;
+        assert_eq!(
+            s.validate().expect_err("too short").flag,
+            "sa-token-expiration"
+        );
+        let mut s = Settings::defaults();
+        s.vault.allowed_vault_addrs = vec!["vault:8200".into()];
+        assert_eq!(
+            s.validate().expect_err("bad addr").flag,
+            "allowed-vault-addrs"
+        );
+    }
+}
