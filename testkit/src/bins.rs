@@ -15,22 +15,25 @@ pub fn workspace_root() -> PathBuf {
 /// # Panics
 /// When neither exists, with a message saying to `source scripts/tools.sh`.
 pub fn bao_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("VAULTLET_BAO") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
+    let venv = workspace_root().join(".venv/bin/bao");
+    resolve_bao(std::env::var_os("VAULTLET_BAO").map(PathBuf::from), venv)
+        .unwrap_or_else(|msg| panic!("{msg}"))
+}
+
+/// `bao` from the env override, else the venv path; an error message saying what to run.
+fn resolve_bao(env: Option<PathBuf>, venv: PathBuf) -> Result<PathBuf, String> {
+    match env {
+        Some(path) if path.is_file() => Ok(path),
+        Some(path) => Err(format!(
             "VAULTLET_BAO={} does not exist: {TOOLS_HINT}",
             path.display()
-        );
-        return path;
+        )),
+        None if venv.is_file() => Ok(venv),
+        None => Err(format!(
+            "OpenBao not found (VAULTLET_BAO unset, no {}): {TOOLS_HINT}",
+            venv.display()
+        )),
     }
-    let venv = workspace_root().join(".venv/bin/bao");
-    assert!(
-        venv.is_file(),
-        "OpenBao not found (VAULTLET_BAO unset, no {}): {TOOLS_HINT}",
-        venv.display()
-    );
-    venv
 }
 
 /// The PostgreSQL server binaries directory: `$VAULTLET_PG_BIN`, else the newest
@@ -68,4 +71,25 @@ fn newest_debian_pg_bin() -> Option<PathBuf> {
         })
         .max_by_key(|(version, _)| *version)
         .map(|(_, bin)| bin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_bao_says_to_source_the_tools_script() {
+        let nowhere = PathBuf::from("/nonexistent/bao");
+        let err = resolve_bao(None, nowhere.clone()).expect_err("no bao");
+        assert!(err.contains("source scripts/tools.sh"), "{err}");
+        let err = resolve_bao(Some(nowhere.clone()), nowhere).expect_err("bad override");
+        assert!(err.contains("VAULTLET_BAO=/nonexistent/bao"), "{err}");
+    }
+
+    #[test]
+    fn override_wins_over_the_venv() {
+        let real = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let got = resolve_bao(Some(real.clone()), PathBuf::from("/nonexistent"));
+        assert_eq!(got, Ok(real));
+    }
 }

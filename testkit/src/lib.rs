@@ -10,6 +10,8 @@
 //! | [`OpenBao::persistent`] | a file-storage server that survives [`OpenBao::stop`] / [`OpenBao::start`] |
 //! | [`TokenReviewServer`] | the one Kubernetes stand-in: `POST .../tokenreviews` for OpenBao's kubernetes auth |
 //! | [`Postgres`] | PostgreSQL from `VAULTLET_PG_BIN` for the database secrets engine |
+//! | [`HttpRecorder`] | records HTTP calls (the agent's `http://` notify target) |
+//! | [`Process`] | any child (e.g. the agent binary) in its own process group, logging to a file |
 //!
 //! The binaries come from `source scripts/tools.sh` ([`bao_bin`], [`pg_bin_dir`]).
 //!
@@ -32,13 +34,16 @@ pub mod http;
 mod openbao;
 mod postgres;
 mod process;
+mod server;
 mod tokenreview;
 mod util;
 
 pub use bins::{bao_bin, pg_bin_dir, workspace_root};
+pub use nix::sys::signal::Signal;
 pub use openbao::{ApiResponse, OpenBao, TEST_CA_PEM};
 pub use postgres::Postgres;
-pub use process::log_tail;
+pub use process::{Process, log_tail};
+pub use server::{HttpRecorder, Request};
 pub use tempfile::TempDir;
 pub use tokenreview::TokenReviewServer;
 pub use util::{free_port, random_hex, wait_until};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::process::{Server, log_tail};
+use crate::process::{Process, log_tail};
 use crate::{TempDir, bao_bin, http, random_hex, util, wait_until};
 
 mod auth;
@@ -46,7 +46,7 @@ enum Kind {
 /// the server is alive. `secret/` is a KV v2 mount in both kinds of server.
 pub struct OpenBao {
     // Declared first: the process must die before its directory is removed.
-    server: Option<Server>,
+    server: Option<Process>,
     kind: Kind,
     port: u16,
     token: String,
@@ -65,7 +65,8 @@ impl fmt::Debug for OpenBao {
 }
 
 impl OpenBao {
-    /// Starts `bao server -dev` with a random root token on a free port and waits until healthy.
+    /// Starts `bao server -dev` (in memory, unsealed, KV v2 at `secret/`) with a random root
+    /// token on a free port and waits until healthy.
     pub fn dev() -> OpenBao {
         let temp = TempDir::with_prefix("vaultlet-bao-").expect("create temp dir");
         let mut bao = OpenBao {
@@ -81,9 +82,13 @@ impl OpenBao {
         bao
     }
 
-    /// Starts a non-dev server with `storage "file"` under `dir`, initialises it with one key
-    /// share, unseals it and mounts KV v2 at `secret/`. Survives [`stop`](Self::stop) /
-    /// [`start`](Self::start) with the same port and data.
+    /// Starts a non-dev server storing its data under `dir` (which must not hold an earlier
+    /// server's data), initialises it with one key share, unseals it and mounts KV v2 at
+    /// `secret/`. Survives [`stop`](Self::stop) / [`kill`](Self::kill) and
+    /// [`start`](Self::start) with the same port, data, root token and unseal key.
+    ///
+    /// OpenBao 2.x has no `file` storage backend any more, so this is single-node integrated
+    /// storage (`storage "raft"`); the first start waits ~2 s for its leader election.
     pub fn persistent(dir: &Path) -> OpenBao {
         Self::persistent_with(dir.to_path_buf(), None)
     }
@@ -139,7 +144,7 @@ impl OpenBao {
         &self.token
     }
 
-    /// The server's directory (log file, config, file storage).
+    /// The server's directory (log file; config and data of a persistent server).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -158,6 +163,13 @@ impl OpenBao {
     pub fn stop(&mut self) {
         if let Some(mut server) = self.server.take() {
             server.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// Kills the server at once (SIGKILL, like a crash). Data of a persistent server stays.
+    pub fn kill(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.kill();
         }
     }
 
@@ -195,7 +207,7 @@ impl OpenBao {
                 .arg(format!("-config={}", config.display())),
         };
         scrub_env(&mut cmd);
-        self.server = Some(Server::spawn("OpenBao", cmd, &self.log_path()));
+        self.server = Some(Process::spawn("OpenBao", cmd, &self.log_path()));
     }
 
     /// Polls `/v1/sys/health` until `ok(status)`, failing fast when the process dies.
@@ -344,7 +356,7 @@ impl OpenBao {
     /// # Panics
     /// On a non-2xx status, with the status and OpenBao's `errors`.
     pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        self.api_with_token(&self.token.clone(), method, path, body)
+        self.api_with_token(&self.token, method, path, body)
     }
 
     /// [`api`](Self::api) with the given token.
@@ -433,6 +445,8 @@ fn write_persistent_config(config: &Path, data: &Path, port: u16) {
         r#"storage "raft" {{
   path    = "{data}"
   node_id = "testkit"
+  # The default (5) waits ~8 s for the first leader election.
+  performance_multiplier = 1
 }}
 listener "tcp" {{
   address         = "127.0.0.1:{port}"
@@ -441,7 +455,6 @@ listener "tcp" {{
 }}
 api_addr      = "http://127.0.0.1:{port}"
 cluster_addr  = "https://127.0.0.1:{cluster}"
-disable_mlock = true
 "#,
         data = data.display(),
         cluster = port + 1,

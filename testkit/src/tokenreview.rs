@@ -5,19 +5,17 @@
 //! Signatures are not checked (the JWTs carry a dummy one); identity comes from the payload.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use crate::http::{header, read_headers};
 use crate::random_hex;
+use crate::server::{Handler, HttpServer, Request};
 
 const REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 const CLAIM_NS: &str = "kubernetes.io/serviceaccount/namespace";
@@ -28,30 +26,35 @@ const CLAIM_UID: &str = "kubernetes.io/serviceaccount/service-account.uid";
 struct State {
     valid: Mutex<HashSet<String>>,
     requests: AtomicUsize,
-    stop: AtomicBool,
 }
 
 impl State {
-    fn is_valid(&self, token: &str) -> bool {
-        self.valid
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(token)
+    fn valid(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.valid.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `(status, content type, body)` for one HTTP request.
+    fn handle(&self, req: &Request) -> (u16, &'static str, String) {
+        let is_review = req.method == "POST" && req.path.split('?').next() == Some(REVIEW_PATH);
+        if !is_review {
+            return (404, "application/json", not_found(&req.path).to_string());
+        }
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        (201, "application/json", review(self, &req.body).to_string())
     }
 }
 
 /// A TokenReview server on `127.0.0.1:<free port>` (one thread, plus one per connection);
 /// stopped on drop.
 pub struct TokenReviewServer {
-    addr: SocketAddr,
+    server: HttpServer,
     state: Arc<State>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for TokenReviewServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenReviewServer")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .field("requests", &self.requests())
             .finish_non_exhaustive()
     }
@@ -60,30 +63,23 @@ impl std::fmt::Debug for TokenReviewServer {
 impl TokenReviewServer {
     /// Binds a free loopback port and starts serving.
     pub fn start() -> TokenReviewServer {
-        let listener =
-            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind TokenReview server");
-        let addr = listener.local_addr().expect("local_addr of a bound socket");
         let state = Arc::new(State::default());
-        let thread_state = Arc::clone(&state);
-        let thread = std::thread::Builder::new()
-            .name("tokenreview".into())
-            .spawn(move || accept_loop(&listener, &thread_state))
-            .expect("spawn TokenReview thread");
+        let handler_state = Arc::clone(&state);
+        let handler: Arc<Handler> = Arc::new(move |req: &Request| handler_state.handle(req));
         TokenReviewServer {
-            addr,
+            server: HttpServer::start("tokenreview", handler),
             state,
-            thread: Some(thread),
         }
     }
 
     /// `http://127.0.0.1:PORT`: the `kubernetes_host` for OpenBao's kubernetes auth.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// The socket address the server listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Number of TokenReview requests received so far (valid or not).
@@ -122,88 +118,14 @@ impl TokenReviewServer {
             // Random so that two tokens issued in the same second differ.
             URL_SAFE_NO_PAD.encode(format!("unsigned-{}", random_hex(16))),
         );
-        self.valid().insert(token.clone());
+        self.state.valid().insert(token.clone());
         token
     }
 
     /// Makes later TokenReviews of `token` answer `authenticated: false`.
     pub fn revoke(&self, token: &str) {
-        self.valid().remove(token);
+        self.state.valid().remove(token);
     }
-
-    fn valid(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.state
-            .valid
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for TokenReviewServer {
-    fn drop(&mut self) {
-        self.state.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept so the thread sees the flag.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn accept_loop(listener: &TcpListener, state: &Arc<State>) {
-    for stream in listener.incoming() {
-        if state.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(stream) = stream else { continue };
-        let state = Arc::clone(state);
-        std::thread::spawn(move || {
-            let _ = serve(stream, &state);
-        });
-    }
-}
-
-/// Reads one request, writes one response, closes.
-fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let headers = read_headers(&mut reader)?;
-    let len = header(&headers, "content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0usize);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body)?;
-
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    let (status, answer) = if method == "POST" && path.split('?').next() == Some(REVIEW_PATH) {
-        state.requests.fetch_add(1, Ordering::SeqCst);
-        (201, review(state, &body))
-    } else {
-        (404, not_found(path))
-    };
-    respond(stream, status, &answer)
-}
-
-fn respond(mut stream: TcpStream, status: u16, body: &Value) -> std::io::Result<()> {
-    let body = body.to_string();
-    let reason = if status == 201 {
-        "Created"
-    } else {
-        "Not Found"
-    };
-    write!(
-        stream,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    stream.flush()
 }
 
 /// The TokenReview answer for a request body.
@@ -218,7 +140,7 @@ fn review(state: &State, body: &[u8]) -> Value {
                 .collect()
         })
         .unwrap_or_default();
-    let status = if state.is_valid(token) {
+    let status = if state.valid().contains(token) {
         review_status(token, &wanted, unix_now())
     } else {
         json!({ "authenticated": false, "error": "token unknown or revoked" })
