@@ -113,3 +113,25 @@ secret_file() {
   mkdir -p "$dir"
   (umask 077 && printf '%s' "$3" >"$dir/$2")
 }
+
+# kv_read_policy NAME MOUNT PATH...: policy NAME may read these KV v2 secrets and their
+# metadata (the agent reads metadata to notice new versions).
+kv_read_policy() {
+  local name="$1" mount="$2" path hcl=""
+  shift 2
+  for path in "$@"; do
+    hcl+="path \"$mount/data/$path\" {
+  capabilities = [\"read\"]
+}
+path \"$mount/metadata/$path\" {
+  capabilities = [\"read\"]
+}
+"
+  done
+  printf '%s' "$hcl" | policy "$name"
+}
+
+# random_string: 16 hex characters, for sample secret values.
+random_string() {
+  od -An -N8 -tx1 /dev/urandom | tr -d ' \n'
+}

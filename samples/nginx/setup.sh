@@ -18,5 +18,5 @@ path "secret/metadata/nginx/site" {
 }
 HCL
 kubernetes_role nginx nginx default nginx
-kv_put_once secret nginx/site greeting="hello from OpenBao" api_key="change-me-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+kv_put_once secret nginx/site greeting="hello from OpenBao" api_key="$(random_string)"
 say "done: change it with  bao kv put -mount=secret nginx/site greeting=... api_key=...  and nginx reloads"
