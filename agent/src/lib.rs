@@ -3,4 +3,29 @@
 //! The [`config`] module is the typed contract between the injector and the agent and is
 //! always built; everything else sits behind the default `runtime` feature.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod config;
+
+#[cfg(feature = "runtime")]
+pub mod auth;
+#[cfg(feature = "runtime")]
+pub mod cli;
+#[cfg(feature = "runtime")]
+pub mod client;
+#[cfg(feature = "runtime")]
+pub mod fetch;
+#[cfg(feature = "runtime")]
+pub mod metrics;
+#[cfg(feature = "runtime")]
+pub mod notify;
+#[cfg(feature = "runtime")]
+pub mod probe;
+#[cfg(feature = "runtime")]
+pub mod refresh;
+#[cfg(feature = "runtime")]
+pub mod render;
+#[cfg(feature = "runtime")]
+pub mod renew;
+#[cfg(feature = "runtime")]
+pub mod write;

@@ -1,0 +1,262 @@
+//! Command line, config loading, logging setup and the wiring of the three roles.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tracing::{error, info};
+
+use crate::config::{AgentConfig, CONFIG_ENV, DEFAULT_STATE_DIR, ExitPolicy, LogFormat};
+use crate::metrics::{self, Metrics};
+use crate::probe;
+use crate::refresh::Agent;
+
+/// Renders secrets from Vault/OpenBao into files, keeps them fresh and tells the app.
+#[derive(Debug, Parser)]
+#[command(name = "vaultlet-agent", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub role: Role,
+    /// Config file (YAML or JSON); otherwise the JSON in $VAULTLET_AGENT_CONFIG.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override the directory secret files are written to.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Override the directory of the ready marker.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Override the log format (text or json).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Override the log filter (e.g. `info`, `vaultlet_agent=debug`).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// The agent's roles.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum Role {
+    /// Render every secret once and exit (0 on success; non-zero after the init deadline).
+    Init,
+    /// Render, then keep the files fresh until SIGTERM/SIGINT.
+    Run,
+    /// Exit 0 iff every secret has been rendered (`<stateDir>/ready` exists).
+    Probe,
+}
+
+/// Entry point behind `main`: parses arguments and runs the role.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Role::Probe = cli.role {
+        return probe_role(&cli);
+    }
+    let cfg = match load_config(&cli) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("vaultlet-agent: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_role(cli.role, cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn probe_role(cli: &Cli) -> ExitCode {
+    let state_dir = cli
+        .state_dir
+        .clone()
+        .or_else(|| load_config(cli).ok().map(|c| c.paths.state_dir))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    if probe::is_ready(&state_dir) {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "not ready: {} does not exist yet",
+            state_dir.join("ready").display()
+        );
+        ExitCode::FAILURE
+    }
+}
+
+async fn run_role(role: Role, cfg: AgentConfig) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new(cfg.secrets.iter().map(|s| s.name.as_str())));
+    if let (Role::Run, Some(addr)) = (role, &cfg.metrics_addr) {
+        metrics::serve(addr, metrics.clone())
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        info!(%addr, "serving metrics");
+    }
+    let exit = cfg.exit.clone();
+    let agent = Agent::new(cfg, metrics)?;
+    match role {
+        Role::Init => agent.init().await?,
+        Role::Run => {
+            let stop = stop_signal()?;
+            agent
+                .run(async move {
+                    tokio::select! {
+                        () = stop => {}
+                        () = exit_when(exit) => info!("exit policy reached"),
+                    }
+                })
+                .await;
+        }
+        Role::Probe => {}
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT; the handlers are installed before returning.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = int.recv() => info!("SIGINT received"),
+        }
+    })
+}
+
+/// Resolves when the exit policy says the agent should stop by itself.
+async fn exit_when(policy: ExitPolicy) {
+    match policy {
+        ExitPolicy::Never => std::future::pending().await,
+        // TODO(agent/src/exit.rs): resolve once every app process in the shared process
+        // namespace has exited (classic sidecar of a Job).
+        ExitPolicy::AppsExited => std::future::pending().await,
+    }
+}
+
+/// Reads the config from `--config FILE` or the environment and applies flag overrides.
+pub fn load_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
+    let mut cfg = match &cli.config {
+        Some(path) => parse_config_file(path)?,
+        None => {
+            let json = std::env::var(CONFIG_ENV).with_context(|| {
+                format!(
+                    "no config: set {CONFIG_ENV} to the agent config JSON or pass --config FILE"
+                )
+            })?;
+            AgentConfig::from_json(&json)
+                .with_context(|| format!("invalid config in {CONFIG_ENV}"))?
+        }
+    };
+    if let Some(d) = &cli.secrets_dir {
+        cfg.paths.secrets_dir = d.clone();
+    }
+    if let Some(d) = &cli.state_dir {
+        cfg.paths.state_dir = d.clone();
+    }
+    if let Some(f) = cli.log_format {
+        cfg.log.format = f;
+    }
+    if let Some(l) = &cli.log_level {
+        cfg.log.level = l.clone();
+    }
+    Ok(cfg)
+}
+
+/// Parses a config file: JSON when it starts with `{`, YAML otherwise.
+pub fn parse_config_file(path: &Path) -> anyhow::Result<AgentConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let what = || format!("invalid config file {}", path.display());
+    if text.trim_start().starts_with('{') {
+        return AgentConfig::from_json(&text).with_context(what);
+    }
+    let cfg: AgentConfig = serde_saphyr::from_str(&text).with_context(what)?;
+    cfg.validate().with_context(what)?;
+    Ok(cfg)
+}
+
+fn init_logging(cfg: &AgentConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&cfg.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_and_json_files_give_the_same_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = dir.path().join("c.yaml");
+        std::fs::write(
+            &yaml,
+            "version: 1\nvault:\n  address: http://127.0.0.1:8200\nauth:\n  method: token\n  tokenFile: /t\nsecrets:\n  - name: db\n    path: secret/data/db\n    file: db.env\nrefreshInterval: 2s\n",
+        )
+        .expect("write");
+        let from_yaml = parse_config_file(&yaml).expect("yaml");
+        let json = dir.path().join("c.json");
+        std::fs::write(&json, from_yaml.to_json()).expect("write");
+        assert_eq!(parse_config_file(&json).expect("json"), from_yaml);
+        assert_eq!(
+            from_yaml.refresh_interval,
+            std::time::Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn flags_override_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "version: 1\nvault: {address: 'http://127.0.0.1:8200'}\nauth: {method: token, tokenFile: /t}\nsecrets: [{name: db, path: secret/data/db, file: db}]\n",
+        )
+        .expect("write");
+        let cli = Cli::parse_from([
+            "vaultlet-agent",
+            "--config",
+            path.to_str().expect("utf8"),
+            "--secrets-dir",
+            "/tmp/s",
+            "run",
+            "--state-dir",
+            "/tmp/st",
+        ]);
+        let cfg = load_config(&cli).expect("config");
+        assert_eq!(cfg.paths.secrets_dir, PathBuf::from("/tmp/s"));
+        assert_eq!(cfg.paths.state_dir, PathBuf::from("/tmp/st"));
+    }
+
+    #[test]
+    fn invalid_file_names_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "version: 2\n").expect("write");
+        let err = format!("{:#}", parse_config_file(&path).unwrap_err());
+        assert!(err.contains("c.yaml"), "{err}");
+    }
+}

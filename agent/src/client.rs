@@ -1,0 +1,499 @@
+//! A small typed Vault/OpenBao HTTP client: address, namespace, TLS, token header.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::config::VaultConfig;
+
+/// How long one Vault call may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting may take; short so an unreachable server is noticed quickly.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A sensitive string (token, secret-id): never shown by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a sensitive string.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The sensitive value itself; only for sending it where it belongs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Errors of the Vault client. None of them carries a token or a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A TLS file (CA, client certificate, key) could not be used.
+    #[error("{what} {path}: {reason}; point the setting at a readable PEM file")]
+    TlsFile {
+        /// Which setting, e.g. `vault.caCert`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The TLS settings do not fit together.
+    #[error("invalid TLS settings: {0}")]
+    Tls(String),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+    /// No answer from Vault (connection refused, timeout, TLS failure).
+    #[error(
+        "Vault is unreachable ({op} {path}): {reason}; check vault.address, TLS settings and the network"
+    )]
+    Unreachable {
+        /// HTTP method.
+        op: Method,
+        /// Vault path.
+        path: String,
+        /// Cause, without URL or credentials.
+        reason: String,
+    },
+    /// Vault answered 403: the token is invalid, expired or lacks a policy.
+    #[error(
+        "Vault denied {op} {path} (403 {reason}); the token expired or was revoked, or its policies do not allow this path"
+    )]
+    Forbidden {
+        /// HTTP method.
+        op: Method,
+        /// Vault path.
+        path: String,
+        /// Vault's error messages.
+        reason: String,
+    },
+    /// Vault answered with another error status.
+    #[error("Vault answered {status} to {op} {path}: {reason}")]
+    Status {
+        /// HTTP method.
+        op: Method,
+        /// Vault path.
+        path: String,
+        /// HTTP status code.
+        status: u16,
+        /// Vault's error messages.
+        reason: String,
+    },
+    /// Vault's answer was not the JSON expected.
+    #[error("unexpected answer to {op} {path}: {reason}")]
+    Decode {
+        /// HTTP method.
+        op: Method,
+        /// Vault path.
+        path: String,
+        /// What did not parse.
+        reason: String,
+    },
+}
+
+impl ClientError {
+    /// True when Vault refused the token (403): re-authenticating may help.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Self::Forbidden { .. })
+    }
+
+    /// The HTTP status Vault answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Forbidden { .. } => Some(403),
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The `auth` block of a login or renewal answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthInfo {
+    /// The token.
+    pub client_token: Secret,
+    /// Seconds the token lives (0: no expiry).
+    #[serde(default)]
+    pub lease_duration: u64,
+    /// Whether the token can be renewed.
+    #[serde(default)]
+    pub renewable: bool,
+}
+
+/// A Vault answer, keeping the lease fields that typed helpers elsewhere drop.
+#[derive(Clone, Default, Deserialize)]
+pub struct Response {
+    /// The payload; holds secret values, so `Debug` hides it.
+    #[serde(default)]
+    pub data: Option<Map<String, Value>>,
+    /// Lease of a dynamic secret; empty for static ones.
+    #[serde(default)]
+    pub lease_id: String,
+    /// Seconds the lease (or, for KV v1, the suggested refresh) lasts.
+    #[serde(default)]
+    pub lease_duration: u64,
+    /// Whether the lease can be renewed.
+    #[serde(default)]
+    pub renewable: bool,
+    /// Login and renew-self answers carry the token here.
+    #[serde(default)]
+    pub auth: Option<AuthInfo>,
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("data", &self.data.as_ref().map(|_| "<redacted>"))
+            .field("lease_id", &self.lease_id)
+            .field("lease_duration", &self.lease_duration)
+            .field("renewable", &self.renewable)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+/// A Vault HTTP client bound to one server (and namespace); cheap to clone.
+#[derive(Clone)]
+pub struct VaultClient {
+    http: reqwest::Client,
+    base: String,
+    namespace: Option<String>,
+}
+
+impl fmt::Debug for VaultClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultClient")
+            .field("base", &self.base)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<String>,
+}
+
+impl VaultClient {
+    /// Builds a client from the config's Vault section (TLS files are read here, once).
+    pub fn new(cfg: &VaultConfig) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .http1_only()
+            // Never route Vault traffic through a proxy taken from the environment.
+            .no_proxy();
+        if let Some(tls) = tls_config(cfg)? {
+            builder = builder.tls_backend_preconfigured(tls);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ClientError::Build(error_chain(&e)))?;
+        Ok(Self {
+            http,
+            base: format!("{}/v1/", cfg.address.trim_end_matches('/')),
+            namespace: cfg.namespace.clone().filter(|n| !n.is_empty()),
+        })
+    }
+
+    /// Sends one request to `v1/<path>`; `Ok(None)` for an empty (204) answer.
+    pub async fn call(
+        &self,
+        op: Method,
+        path: &str,
+        token: Option<&Secret>,
+        body: Option<&Value>,
+    ) -> Result<Option<Response>, ClientError> {
+        let mut req = self
+            .http
+            .request(op.clone(), format!("{}{path}", self.base));
+        if let Some(ns) = &self.namespace {
+            req = req.header("X-Vault-Namespace", ns);
+        }
+        if let Some(token) = token {
+            req = req.header("X-Vault-Token", token.expose());
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
+            op: op.clone(),
+            path: path.to_owned(),
+            reason: error_chain(&e),
+        };
+        let resp = req.send().await.map_err(unreachable)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(unreachable)?;
+        if status.is_success() {
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(None);
+            }
+            return serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| ClientError::Decode {
+                    op,
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                });
+        }
+        let reason = serde_json::from_slice::<ErrorBody>(&bytes)
+            .ok()
+            .filter(|b| !b.errors.is_empty())
+            .map(|b| b.errors.join("; "))
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+        let path = path.to_owned();
+        Err(if status.as_u16() == 403 {
+            ClientError::Forbidden { op, path, reason }
+        } else {
+            ClientError::Status {
+                op,
+                path,
+                status: status.as_u16(),
+                reason,
+            }
+        })
+    }
+
+    /// `GET v1/<path>` with a token.
+    pub async fn read(&self, path: &str, token: &Secret) -> Result<Option<Response>, ClientError> {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    /// `POST v1/<path>` with a JSON body and an optional token.
+    pub async fn write(
+        &self,
+        path: &str,
+        token: Option<&Secret>,
+        body: &Value,
+    ) -> Result<Option<Response>, ClientError> {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+}
+
+/// The error and its causes on one line, without the URL.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let msg = err.to_string();
+        // reqwest's top-level message repeats the URL; its causes say what happened.
+        if !msg.contains("://") && !out.contains(&msg) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&msg);
+        }
+        cur = err.source();
+    }
+    if out.is_empty() {
+        "request failed".into()
+    } else {
+        out
+    }
+}
+
+/// Builds a rustls config when the defaults (system roots, URL host) are not enough.
+fn tls_config(cfg: &VaultConfig) -> Result<Option<rustls::ClientConfig>, ClientError> {
+    if cfg.ca_cert.is_none() && cfg.client_cert.is_none() && cfg.tls_server_name.is_none() {
+        return Ok(None);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls_err = |e: rustls::Error| ClientError::Tls(e.to_string());
+    let mut verifier: Arc<dyn ServerCertVerifier> = match &cfg.ca_cert {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certs("vault.caCert", path)? {
+                roots.add(cert).map_err(|e| ClientError::TlsFile {
+                    what: "vault.caCert",
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| ClientError::Tls(e.to_string()))?
+        }
+        None => {
+            Arc::new(rustls_platform_verifier::Verifier::new(provider.clone()).map_err(tls_err)?)
+        }
+    };
+    if let Some(name) = &cfg.tls_server_name {
+        let name = ServerName::try_from(name.clone())
+            .map_err(|e| ClientError::Tls(format!("vault.tlsServerName {name:?}: {e}")))?;
+        verifier = Arc::new(NamedVerifier {
+            inner: verifier,
+            name,
+        });
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match (&cfg.client_cert, &cfg.client_key) {
+        (Some(cert), Some(key)) => {
+            let certs = read_certs("vault.clientCert", cert)?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| ClientError::TlsFile {
+                what: "vault.clientKey",
+                path: key.clone(),
+                reason: e.to_string(),
+            })?;
+            builder.with_client_auth_cert(certs, key).map_err(tls_err)?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(config))
+}
+
+fn read_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    let err = |reason: String| ClientError::TlsFile {
+        what,
+        path: path.to_owned(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no PEM certificate found".into()));
+    }
+    Ok(certs)
+}
+
+/// Verifies the server certificate against a configured name instead of the URL host.
+#[derive(Debug)]
+struct NamedVerifier {
+    inner: Arc<dyn ServerCertVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for NamedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_redacted() {
+        let s = Secret::new("hvs.supersecret");
+        assert_eq!(format!("{s}"), "<redacted>");
+        assert!(!format!("{s:?}").contains("supersecret"));
+        assert_eq!(s.expose(), "hvs.supersecret");
+        let auth = AuthInfo {
+            client_token: s,
+            lease_duration: 60,
+            renewable: true,
+        };
+        assert!(!format!("{auth:?}").contains("supersecret"));
+    }
+
+    #[test]
+    fn response_debug_hides_data() {
+        let r: Response = serde_json::from_str(
+            r#"{"data":{"password":"hunter2"},"lease_id":"db/creds/x/1","lease_duration":30,"renewable":true}"#,
+        )
+        .expect("parse");
+        let dbg = format!("{r:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(dbg.contains("db/creds/x/1"), "{dbg}");
+    }
+
+    #[test]
+    fn client_debug_and_base() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let c = VaultClient::new(&VaultConfig {
+            address: "http://127.0.0.1:8200/".into(),
+            namespace: Some("team".into()),
+            ca_cert: None,
+            tls_server_name: None,
+            client_cert: None,
+            client_key: None,
+        })
+        .expect("client");
+        assert_eq!(c.base, "http://127.0.0.1:8200/v1/");
+        assert!(format!("{c:?}").contains("team"));
+    }
+
+    #[test]
+    fn missing_ca_file_names_the_setting() {
+        let err = VaultClient::new(&VaultConfig {
+            address: "https://vault:8200".into(),
+            namespace: None,
+            ca_cert: Some("/nonexistent/ca.pem".into()),
+            tls_server_name: None,
+            client_cert: None,
+            client_key: None,
+        })
+        .unwrap_err();
+        assert!(err.to_string().starts_with("vault.caCert"), "{err}");
+    }
+}
