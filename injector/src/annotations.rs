@@ -970,7 +970,8 @@ mod tests {
 
     #[test]
     fn denials_name_the_annotation_and_value() {
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
             (
                 &[("vaultlet.io/rol", "app")],
                 "vaultlet.io/rol",

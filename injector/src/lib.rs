@@ -5,9 +5,13 @@
 
 pub mod annotations;
 pub mod cli;
+pub mod metrics;
 pub mod mutate;
 pub mod preview;
+pub mod review;
+pub mod server;
 pub mod settings;
+pub mod tls;
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -1,0 +1,304 @@
+//! HTTPS webhook and plain-HTTP admin listener: routing, body limits, graceful shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::cli::ServeArgs;
+use crate::metrics::Metrics;
+use crate::review::{self, MAX_BODY, Verdict};
+use crate::settings::{LogArgs, Settings};
+use crate::tls::{self, CertStore};
+
+/// A TLS handshake that takes longer than this is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shared state of every connection.
+#[derive(Debug)]
+pub struct App {
+    /// Mutation settings.
+    pub settings: Settings,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Serving certificate.
+    pub certs: Arc<CertStore>,
+    draining: AtomicBool,
+}
+
+impl App {
+    /// Ready: a certificate is loaded and the server is not draining.
+    pub fn ready(&self) -> bool {
+        self.certs.is_loaded() && !self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs `serve` until SIGTERM/SIGINT, then drains in-flight requests.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // One crypto provider for the whole process (ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    init_logging(&args.log)?;
+    args.settings.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.log_level)
+        .with_context(|| format!("--log-level {:?} is not a valid filter", log.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    let result = if log.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let certs = Arc::new(CertStore::new(
+        args.tls.tls_cert_file.clone(),
+        args.tls.tls_key_file.clone(),
+    ));
+    match certs.reload() {
+        Ok(_) => metrics.cert_reload(true),
+        Err(e) => {
+            metrics.cert_reload(false);
+            tracing::warn!(error = %e, "no serving certificate yet; not ready until it loads");
+        }
+    }
+    let app = Arc::new(App {
+        settings: args.settings,
+        metrics: metrics.clone(),
+        certs: certs.clone(),
+        draining: AtomicBool::new(false),
+    });
+    let listener = TcpListener::bind(args.server.listen_addr)
+        .await
+        .with_context(|| format!("binding --listen-addr {}", args.server.listen_addr))?;
+    let admin = bind_admin(&args.server.admin_addr).await?;
+    tracing::info!(
+        webhook = %listener.local_addr()?,
+        admin = %admin.as_ref().and_then(|l| l.local_addr().ok()).map_or("off".to_owned(), |a| a.to_string()),
+        "listening"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(tls::watch(certs, metrics, stop_rx));
+    let graceful = GracefulShutdown::new();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            () = &mut signal => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => spawn_tls(&app, stream, &graceful),
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+            accepted = accept_opt(admin.as_ref()) => match accepted {
+                Ok((stream, _)) => spawn_plain(&app, stream, &graceful),
+                Err(e) => tracing::warn!(error = %e, "admin accept failed"),
+            },
+        }
+    }
+    tracing::info!(
+        connections = graceful.count(),
+        "shutting down: finishing in-flight reviews"
+    );
+    app.draining.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    drop(listener);
+    drop(admin);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(args.server.shutdown_grace.0) => {
+            tracing::warn!("shutdown grace period over; closing remaining connections");
+        }
+    }
+    Ok(())
+}
+
+async fn bind_admin(addr: &str) -> anyhow::Result<Option<TcpListener>> {
+    if addr == "off" || addr.is_empty() {
+        return Ok(None);
+    }
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--admin-addr {addr:?} is not host:port or off"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding --admin-addr {addr}"))?;
+    Ok(Some(listener))
+}
+
+async fn accept_opt(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn spawn_tls(app: &Arc<App>, stream: TcpStream, graceful: &GracefulShutdown) {
+    let Some(config) = app.certs.current() else {
+        return; // Not ready: no certificate to offer.
+    };
+    let _ = stream.set_nodelay(true);
+    let acceptor = TlsAcceptor::from(config);
+    let watcher = graceful.watcher();
+    let app = app.clone();
+    tokio::spawn(async move {
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
+        };
+        let svc = hyper::service::service_fn(move |req| handle(app.clone(), req, true));
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let conn = builder
+            .serve_connection(TokioIo::new(tls), svc)
+            .into_owned();
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
+}
+
+fn spawn_plain(app: &Arc<App>, stream: TcpStream, graceful: &GracefulShutdown) {
+    let watcher = graceful.watcher();
+    let app = app.clone();
+    tokio::spawn(async move {
+        let svc = hyper::service::service_fn(move |req| handle(app.clone(), req, false));
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let _ = watcher.watch(conn).await;
+    });
+}
+
+type Body = Full<Bytes>;
+
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    reply(status, "text/plain; charset=utf-8", body.into())
+}
+
+/// Routes one request; `webhook` is true on the TLS listener (the only one serving /mutate).
+pub async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    webhook: bool,
+) -> Result<Response<Body>, Infallible> {
+    let response = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/mutate") if webhook => mutate(&app, req).await,
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") if app.ready() => text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        (&Method::GET, "/metrics") => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            app.metrics.render(),
+        ),
+        (_, "/mutate" | "/healthz" | "/readyz" | "/metrics") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    Ok(response)
+}
+
+async fn mutate(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large(app);
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(app),
+        Err(e) => {
+            app.metrics.bad_request(400);
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}\n"),
+            );
+        }
+    };
+    match review::review(&body, &app.settings) {
+        Ok(reviewed) => {
+            if let Verdict::Denied { reason, message } = &reviewed.verdict {
+                tracing::info!(object = %reviewed.object, reason, "denied: {message}");
+            } else {
+                tracing::debug!(object = %reviewed.object, outcome = reviewed.verdict.outcome(), "reviewed");
+            }
+            app.metrics
+                .review(&reviewed.verdict, start.elapsed().as_secs_f64());
+            reply(StatusCode::OK, "application/json", reviewed.body)
+        }
+        Err(e) => {
+            app.metrics.bad_request(e.status());
+            tracing::info!(error = %e, "bad admission request");
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            text(status, format!("{e}\n"))
+        }
+    }
+}
+
+fn too_large(app: &App) -> Response<Body> {
+    app.metrics.bad_request(413);
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than {MAX_BODY} bytes\n"),
+    )
+}
