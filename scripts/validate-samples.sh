@@ -6,8 +6,13 @@
 #   3. every setup.sh parses (bash -n) and is executable;
 #   4. when the injector binary exists ($VAULTLET_INJECTOR, else target/debug/vaultlet-injector),
 #      each workload and pod.yaml goes through `vaultlet-injector preview -f <file>` (plus the
-#      flags in the sample's injector.args), must be injected, and the output is validated too.
+#      flags in the sample's injector.args), must be injected, and the output is validated too;
+#   5. every setup.sh runs twice against a real OpenBao dev server (and a real PostgreSQL for
+#      the database sample), both on loopback, and what it configured is exercised: AppRole
+#      login with the written ids, database credentials, a PKI certificate, KV secrets still at
+#      version 1 after the second run (idempotence).
 # Without the injector binary step 4 is skipped with a message (build it: cargo build -p vaultlet-injector).
+# Step 5 needs $VAULTLET_BAO and $VAULTLET_PG_BIN (source scripts/tools.sh) and fails without them.
 #   scripts/validate-samples.sh            (after `source scripts/tools.sh`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -110,6 +115,9 @@ else
     fi
   done
 fi
+
+echo "== every setup.sh, twice, against a real OpenBao dev server"
+"$(dirname "$0")/../samples/test-setup.sh" || fail "a setup.sh failed against OpenBao (see above)"
 
 if [ "$failures" -gt 0 ]; then
   echo "validate-samples: $failures failure(s)"
