@@ -291,6 +291,54 @@ def verify_chain(data: dict[str, str], service: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# docs/install.md agrees with the chart
+# ---------------------------------------------------------------------------------------------
+
+MISSING = object()
+
+
+def lookup(values: dict[str, Any], path: str) -> Any:
+    node: Any = values
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return MISSING
+        node = node[part]
+    return node
+
+
+def check_install_doc(defaults: dict[str, Any], fails: Failures) -> None:
+    """Every value named in docs/install.md's table exists, single-token defaults match, and
+    every injector setting is documented."""
+    print("== docs/install.md values table")
+    doc = REPO / "docs" / "install.md"
+    if not doc.exists():
+        fails.add("docs", "docs/install.md is missing")
+        return
+    text = doc.read_text()
+    checked = 0
+    for row in (line for line in text.splitlines() if line.startswith("| `")):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        paths: list[str] = []
+        for token in re.findall(r"`([^`]+)`", cells[0]):
+            paths.append(paths[-1].rsplit(".", 1)[0] + token if token.startswith(".") else token)
+        parts = [p.strip() for p in cells[1].split(" / ")]
+        for i, path in enumerate(paths):
+            value = lookup(defaults, path[:-2] if path.endswith(".*") else path)
+            if value is MISSING:
+                fails.add("docs", f"docs/install.md names `{path}`, which values.yaml does not have")
+                continue
+            checked += 1
+            if len(parts) == len(paths) and re.fullmatch(r"`[^`]*`", parts[i]):
+                documented = yaml.safe_load(parts[i][1:-1])
+                if documented != value:
+                    fails.add("docs", f"docs/install.md says `{path}` defaults to {parts[i]}, values.yaml has {value!r}")
+    for key in defaults["injector"]:
+        if f"injector.{key}" not in text:
+            fails.add("docs", f"injector.{key} is not documented in docs/install.md")
+    fails.check("docs", checked > 0, f"docs/install.md: {checked} values checked against values.yaml")
+
+
+# ---------------------------------------------------------------------------------------------
 # 4. Values that must be rejected
 # ---------------------------------------------------------------------------------------------
 
@@ -347,6 +395,7 @@ def main() -> int:
         check_promises(docs, deep_merge(defaults, values), fails, where)
     if hp is not None:
         check_negative(hp, chart, fails)
+    check_install_doc(defaults, fails)
     if fails.items:
         print(f"\nhelm-lint: {len(fails.items)} failure(s):")
         for item in fails.items:
