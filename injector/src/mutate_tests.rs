@@ -175,7 +175,13 @@ fn native_sidecar_by_default() {
 #[test]
 fn modes() {
     // (name, annotations, expected mode, init containers, extra app container)
-    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], InjectMode, &'a [&'a str], bool);
+    type Case<'a> = (
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        InjectMode,
+        &'a [&'a str],
+        bool,
+    );
     let cases: &[Case] = &[
         (
             "classic",

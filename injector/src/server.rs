@@ -238,6 +238,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let response = match (req.method(), req.uri().path()) {
         (&Method::POST, "/mutate") if webhook => mutate(&app, req).await,
+        (_, "/mutate") if !webhook => text(StatusCode::NOT_FOUND, "not found\n"),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") if app.ready() => text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
