@@ -1,0 +1,12 @@
+//! Runs mutated Pods on this machine the way a kubelet would, for the README demo and the
+//! pod-level end-to-end tests.
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`podrun`] | the harness: volumes as directories, containers as processes, kubelet ordering |
+//! | [`injector`] | mutates a Pod with the real `vaultlet-injector preview` |
+//! | [`bins`] | finds the built `vaultlet-agent` / `vaultlet-injector` binaries |
+
+pub mod bins;
+pub mod injector;
+pub mod podrun;

@@ -1,0 +1,880 @@
+//! Runs a mutated Pod on this machine like a kubelet: volumes become directories under a work
+//! dir, the agent container runs the real `vaultlet-agent` with its config's paths mapped to
+//! those directories, app containers run a stand-in shell script under the app's process name.
+//!
+//! Order is the kubelet's: init containers one by one (a failure fails the Pod), a native
+//! sidecar (`restartPolicy: Always`) is started and its startupProbe polled before the next
+//! container, then all regular containers start. With `shareProcessNamespace: true` every
+//! process of the Pod lives in one PID namespace, so the agent's `/proc` is the Pod's.
+
+mod process;
+mod spec;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use vaultlet_agent::config::CONFIG_ENV;
+
+pub use process::{Exit, Isolation};
+pub use spec::{
+    ContainerSpec, MountMap, Probe, Role, containers, pod_name, pod_namespace,
+    rewrite_agent_config, service_account, volume_env_name,
+};
+
+use process::{Proc, Sandbox, Spawn};
+
+/// Errors of the harness; each says which container or volume and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    /// The Pod spec has something the harness cannot run.
+    #[error("pod spec: {0}")]
+    Spec(String),
+    /// A volume could not be materialised.
+    #[error("volume {volume}: {reason}")]
+    Volume {
+        /// Volume name.
+        volume: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// A path in a container is under none of its volumeMounts.
+    #[error(
+        "container {container}: path {path} is not under any of its volumeMounts (a wrong mountPath in the injected Pod?)"
+    )]
+    Unmapped {
+        /// Container name.
+        container: String,
+        /// The path as the container sees it.
+        path: String,
+    },
+    /// The agent container's config could not be read.
+    #[error("container {container}: {CONFIG_ENV} is not a valid agent config: {reason}")]
+    AgentConfig {
+        /// Container name.
+        container: String,
+        /// Parser message.
+        reason: String,
+    },
+    /// A process could not be started.
+    #[error("container {container}: cannot start {program}: {source}")]
+    Spawn {
+        /// Container name.
+        container: String,
+        /// Program.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An init container failed, so the Pod failed.
+    #[error("init container {container} failed ({status}); its output:\n{output}")]
+    InitFailed {
+        /// Container name.
+        container: String,
+        /// Exit status.
+        status: String,
+        /// Its stdout and stderr.
+        output: String,
+    },
+    /// A native sidecar never passed its startupProbe.
+    #[error(
+        "native sidecar {container}: startupProbe did not pass within {timeout:?}; its output:\n{output}"
+    )]
+    StartupProbe {
+        /// Container name.
+        container: String,
+        /// failureThreshold x periodSeconds.
+        timeout: Duration,
+        /// The sidecar's output.
+        output: String,
+    },
+    /// A wait ran past its deadline.
+    #[error("timed out after {timeout:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The deadline.
+        timeout: Duration,
+    },
+    /// The cancel flag was raised (Ctrl-C in the demo).
+    #[error("interrupted")]
+    Interrupted,
+    /// No such container in the Pod.
+    #[error("the Pod has no container named {0}")]
+    NoContainer(String),
+    /// Reading or writing under the work dir failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PodError + '_ {
+    move |source| PodError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// A request for a projected service-account token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Service account name.
+    pub service_account: String,
+    /// Token audience.
+    pub audience: String,
+    /// Lifetime in seconds.
+    pub expiration_secs: u64,
+}
+
+/// What an app container runs instead of its image.
+#[derive(Debug, Clone)]
+pub struct StandIn {
+    /// argv\[0\] of the process (what `signal:SIGHUP:<name>` looks for).
+    pub process_name: String,
+    /// A bash script; the container's volume dirs are in env (`SECRETS_DIR`, `VOLUME_<NAME>`).
+    pub script: String,
+}
+
+type TokenMinter<'a> = Box<dyn Fn(&TokenRequest) -> String + 'a>;
+type SecretData = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Everything the test provides to run a Pod; [`start`](Self::start) runs it.
+pub struct PodSetup<'a> {
+    pod: Value,
+    work_dir: PathBuf,
+    secrets: SecretData,
+    config_maps: SecretData,
+    minter: Option<TokenMinter<'a>>,
+    vault_addr: Option<String>,
+    apps: BTreeMap<String, StandIn>,
+    agent_bin: Option<PathBuf>,
+    isolation: Option<Isolation>,
+    init_timeout: Duration,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl std::fmt::Debug for PodSetup<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secret data is left out on purpose.
+        f.debug_struct("PodSetup")
+            .field("pod", &pod_name(&self.pod))
+            .field("work_dir", &self.work_dir)
+            .field("apps", &self.apps.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> PodSetup<'a> {
+    /// A Pod (already mutated) to run with `work_dir` as its node.
+    pub fn new(pod: Value, work_dir: impl Into<PathBuf>) -> PodSetup<'a> {
+        PodSetup {
+            pod,
+            work_dir: work_dir.into(),
+            secrets: BTreeMap::new(),
+            config_maps: BTreeMap::new(),
+            minter: None,
+            vault_addr: None,
+            apps: BTreeMap::new(),
+            agent_bin: None,
+            isolation: None,
+            init_timeout: Duration::from_secs(60),
+            cancel: None,
+        }
+    }
+
+    /// A Kubernetes Secret the Pod may mount or refer to.
+    pub fn secret<K: Into<String>, V: Into<String>>(
+        mut self,
+        name: &str,
+        data: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let data = data
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        self.secrets.insert(name.into(), data);
+        self
+    }
+
+    /// A ConfigMap the Pod may mount.
+    pub fn config_map<K: Into<String>, V: Into<String>>(
+        mut self,
+        name: &str,
+        data: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let data = data
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        self.config_maps.insert(name.into(), data);
+        self
+    }
+
+    /// Mints projected service-account tokens (e.g. the testkit's TokenReview stand-in).
+    pub fn token_minter(mut self, minter: impl Fn(&TokenRequest) -> String + 'a) -> Self {
+        self.minter = Some(Box::new(minter));
+        self
+    }
+
+    /// Points every agent at this Vault address instead of the injected one.
+    pub fn vault_addr(mut self, addr: impl Into<String>) -> Self {
+        self.vault_addr = Some(addr.into());
+        self
+    }
+
+    /// The stand-in for app container `container`.
+    pub fn app(mut self, container: &str, process_name: &str, script: &str) -> Self {
+        self.apps.insert(
+            container.into(),
+            StandIn {
+                process_name: process_name.into(),
+                script: script.into(),
+            },
+        );
+        self
+    }
+
+    /// The agent binary (default: [`crate::bins::agent_bin`]).
+    pub fn agent_bin(mut self, bin: impl Into<PathBuf>) -> Self {
+        self.agent_bin = Some(bin.into());
+        self
+    }
+
+    /// Forces an isolation mode (default: [`Isolation::detect`]).
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = Some(isolation);
+        self
+    }
+
+    /// How long an init container (or a startupProbe) may take at most (default 60 s).
+    pub fn init_timeout(mut self, timeout: Duration) -> Self {
+        self.init_timeout = timeout;
+        self
+    }
+
+    /// Every wait returns [`PodError::Interrupted`] once this flag is set.
+    pub fn cancel_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// Materialises the volumes and runs the Pod up to "all containers started".
+    ///
+    /// On error every process started so far is killed.
+    pub fn start(self) -> Result<PodRun, PodError> {
+        let agent_bin = match &self.agent_bin {
+            Some(b) => b.clone(),
+            None => crate::bins::agent_bin().map_err(|e| PodError::Spec(e.to_string()))?,
+        };
+        let isolation = self.isolation.unwrap_or_else(Isolation::detect);
+        for dir in ["volumes", "logs"] {
+            let d = self.work_dir.join(dir);
+            std::fs::create_dir_all(&d).map_err(io_err(&d))?;
+        }
+        let volumes = self.materialise_volumes()?;
+        let specs = containers(&self.pod)?;
+        let mut maps = BTreeMap::new();
+        for c in &specs {
+            maps.insert(c.name.clone(), MountMap::new(c, &volumes)?);
+        }
+        let shared = self.pod["spec"]["shareProcessNamespace"] == true;
+        let pod_sandbox = if isolation == Isolation::Namespaces && shared {
+            Some(Sandbox::start(&self.work_dir)?)
+        } else {
+            None
+        };
+        let mut run = PodRun {
+            procs: BTreeMap::new(),
+            probes: Vec::new(),
+            sandboxes: BTreeMap::new(),
+            pod_sandbox,
+            specs,
+            maps,
+            volumes,
+            isolation,
+            shared,
+            agent_bin,
+            pod: self.pod,
+            work_dir: self.work_dir,
+            secrets: self.secrets,
+            vault_addr: self.vault_addr,
+            apps: self.apps,
+            init_timeout: self.init_timeout,
+            cancel: self.cancel,
+        };
+        run.kubelet_start()?;
+        Ok(run)
+    }
+
+    fn materialise_volumes(&self) -> Result<BTreeMap<String, PathBuf>, PodError> {
+        let mut out = BTreeMap::new();
+        let volumes = self.pod["spec"]["volumes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for v in &volumes {
+            let name = v["name"].as_str().unwrap_or_default().to_string();
+            let dir = self.work_dir.join("volumes").join(&name);
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            self.fill_volume(&name, v, &dir)?;
+            out.insert(name, dir);
+        }
+        Ok(out)
+    }
+
+    fn fill_volume(&self, name: &str, v: &Value, dir: &Path) -> Result<(), PodError> {
+        let err = |reason: String| PodError::Volume {
+            volume: name.into(),
+            reason,
+        };
+        if v.get("emptyDir").is_some() {
+            Ok(())
+        } else if let Some(s) = v.get("secret") {
+            let sname = s["secretName"].as_str().unwrap_or_default();
+            self.fill_keys(dir, "Secret", sname, &self.secrets, s)
+                .map_err(err)
+        } else if let Some(c) = v.get("configMap") {
+            let cname = c["name"].as_str().unwrap_or_default();
+            self.fill_keys(dir, "ConfigMap", cname, &self.config_maps, c)
+                .map_err(err)
+        } else if let Some(p) = v.get("projected") {
+            for src in p["sources"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                self.fill_projected(dir, src).map_err(err)?;
+            }
+            Ok(())
+        } else {
+            Err(err(
+                "only emptyDir, secret, configMap and projected volumes are supported".into(),
+            ))
+        }
+    }
+
+    fn fill_projected(&self, dir: &Path, src: &Value) -> Result<(), String> {
+        if let Some(t) = src.get("serviceAccountToken") {
+            let minter = self.minter.as_ref().ok_or(
+                "the Pod mounts a projected serviceAccountToken; give the harness a token_minter",
+            )?;
+            let req = TokenRequest {
+                namespace: pod_namespace(&self.pod),
+                service_account: service_account(&self.pod),
+                audience: t["audience"].as_str().unwrap_or("kubernetes").to_string(),
+                expiration_secs: t["expirationSeconds"].as_u64().unwrap_or(3600),
+            };
+            let path = t["path"].as_str().unwrap_or("token");
+            write_file(&dir.join(path), &minter(&req), 0o600)
+        } else if let Some(s) = src.get("secret") {
+            let n = s["name"].as_str().unwrap_or_default();
+            self.fill_keys(dir, "Secret", n, &self.secrets, s)
+        } else if let Some(c) = src.get("configMap") {
+            let n = c["name"].as_str().unwrap_or_default();
+            self.fill_keys(dir, "ConfigMap", n, &self.config_maps, c)
+        } else {
+            // downwardAPI, clusterTrustBundle: nothing the agent reads.
+            Ok(())
+        }
+    }
+
+    /// Writes a Secret's or ConfigMap's keys (or just its `items`) as files.
+    fn fill_keys(
+        &self,
+        dir: &Path,
+        kind: &str,
+        name: &str,
+        store: &SecretData,
+        source: &Value,
+    ) -> Result<(), String> {
+        let Some(data) = store.get(name) else {
+            if source["optional"] == true {
+                return Ok(());
+            }
+            return Err(format!(
+                "the Pod mounts {kind} {name:?}, which the test did not provide"
+            ));
+        };
+        let mode = source["defaultMode"].as_u64().unwrap_or(0o644) as u32;
+        match source["items"].as_array() {
+            Some(items) => {
+                for item in items {
+                    let key = item["key"].as_str().unwrap_or_default();
+                    let value = data
+                        .get(key)
+                        .ok_or_else(|| format!("{kind} {name:?} has no key {key:?}"))?;
+                    let path = item["path"].as_str().unwrap_or(key);
+                    write_file(&dir.join(path), value, mode)?;
+                }
+            }
+            None => {
+                for (key, value) in data {
+                    write_file(&dir.join(key), value, mode)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_file(path: &Path, content: &str, mode: u32) -> Result<(), String> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    std::fs::write(path, content).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A running Pod. Dropping it kills every process it started.
+pub struct PodRun {
+    // Processes first: dropped (killed) before their namespaces.
+    procs: BTreeMap<String, Proc>,
+    probes: Vec<Proc>,
+    sandboxes: BTreeMap<String, Sandbox>,
+    pod_sandbox: Option<Sandbox>,
+    specs: Vec<ContainerSpec>,
+    maps: BTreeMap<String, MountMap>,
+    volumes: BTreeMap<String, PathBuf>,
+    isolation: Isolation,
+    shared: bool,
+    agent_bin: PathBuf,
+    pod: Value,
+    work_dir: PathBuf,
+    secrets: SecretData,
+    vault_addr: Option<String>,
+    apps: BTreeMap<String, StandIn>,
+    init_timeout: Duration,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl std::fmt::Debug for PodRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodRun")
+            .field("pod", &pod_name(&self.pod))
+            .field("isolation", &self.isolation)
+            .field("shared_pid_namespace", &self.shared)
+            .field("started", &self.procs.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often waits re-check their condition.
+const POLL: Duration = Duration::from_millis(10);
+
+/// How often a startupProbe runs (faster than any real periodSeconds, like a busy kubelet).
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+
+impl PodRun {
+    // ---- kubelet ----
+
+    fn kubelet_start(&mut self) -> Result<(), PodError> {
+        for c in self.specs.clone() {
+            match c.role {
+                Role::Init => {
+                    self.spawn(&c)?;
+                    let exit = self.wait_exit(&c.name, self.init_timeout)?;
+                    if !exit.status.success() {
+                        return Err(PodError::InitFailed {
+                            status: exit.status.to_string(),
+                            output: self.output(&c.name),
+                            container: c.name,
+                        });
+                    }
+                }
+                Role::NativeSidecar => {
+                    self.spawn(&c)?;
+                    self.await_startup(&c)?;
+                }
+                Role::Regular => self.spawn(&c)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, c: &ContainerSpec) -> Result<(), PodError> {
+        let argv = self.argv(c)?;
+        let env = self.env(c)?;
+        let log = self.work_dir.join("logs").join(format!("{}.log", c.name));
+        self.ensure_sandbox(&c.name)?;
+        let spawn = Spawn {
+            container: &c.name,
+            argv,
+            env,
+            cwd: &self.work_dir,
+            log,
+        };
+        let proc = Proc::start(spawn, self.sandbox(&c.name))?;
+        self.procs.insert(c.name.clone(), proc);
+        Ok(())
+    }
+
+    /// Creates the container's own PID namespace when it needs one.
+    fn ensure_sandbox(&mut self, container: &str) -> Result<(), PodError> {
+        if self.isolation == Isolation::Namespaces
+            && !self.shared
+            && !self.sandboxes.contains_key(container)
+        {
+            let sandbox = Sandbox::start(&self.work_dir)?;
+            self.sandboxes.insert(container.to_string(), sandbox);
+        }
+        Ok(())
+    }
+
+    /// The PID namespace a container runs in: the Pod's, its own, or none (host).
+    fn sandbox(&self, container: &str) -> Option<&Sandbox> {
+        match (self.isolation, self.shared) {
+            (Isolation::Host, _) => None,
+            (_, true) => self.pod_sandbox.as_ref(),
+            (_, false) => self.sandboxes.get(container),
+        }
+    }
+
+    fn argv(&self, c: &ContainerSpec) -> Result<Vec<OsString>, PodError> {
+        if c.is_agent() {
+            if c.argv.is_empty() {
+                return Err(PodError::Spec(format!(
+                    "agent container {} has no command",
+                    c.name
+                )));
+            }
+            let mut argv = vec![self.agent_bin.clone().into_os_string()];
+            argv.extend(c.argv[1..].iter().map(OsString::from));
+            return Ok(argv);
+        }
+        let stand_in = self.apps.get(&c.name).ok_or_else(|| {
+            PodError::Spec(format!(
+                "no stand-in for app container {}; give one with PodSetup::app",
+                c.name
+            ))
+        })?;
+        let script = self.expand_paths(&c.name, &stand_in.script);
+        // `exec -a` gives the script's process the app's name as argv[0].
+        Ok([
+            "bash",
+            "-c",
+            r#"exec -a "$0" bash -c "$1""#,
+            &stand_in.process_name,
+            &script,
+        ]
+        .map(OsString::from)
+        .to_vec())
+    }
+
+    /// Replaces `{{path:/container/path}}` in a stand-in script by the host path.
+    fn expand_paths(&self, container: &str, script: &str) -> String {
+        let mut out = String::new();
+        let mut rest = script;
+        while let Some(start) = rest.find("{{path:") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 7..];
+            let Some(end) = after.find("}}") else {
+                out.push_str(&rest[start..]);
+                return out;
+            };
+            out.push_str(
+                &self
+                    .app_path(container, Path::new(&after[..end]))
+                    .display()
+                    .to_string(),
+            );
+            rest = &after[end + 2..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn env(&self, c: &ContainerSpec) -> Result<Vec<(String, String)>, PodError> {
+        let mut env = vec![(
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+        )];
+        env.extend(spec::resolve_env(
+            &c.name,
+            &self.pod,
+            &c.env,
+            &self.secrets,
+        )?);
+        let map = &self.maps[&c.name];
+        if c.is_agent() {
+            for (name, value) in &mut env {
+                if name == CONFIG_ENV {
+                    *value = rewrite_agent_config(&c.name, value, map, self.vault_addr.as_deref())?;
+                }
+            }
+        } else {
+            for (_, volume, _) in &c.mounts {
+                let dir = self.volumes.get(volume).cloned().unwrap_or_default();
+                env.push((volume_env_name(volume), dir.display().to_string()));
+            }
+            let secrets_dir = self.app_path(
+                &c.name,
+                Path::new(vaultlet_agent::config::DEFAULT_SECRETS_DIR),
+            );
+            env.push(("SECRETS_DIR".into(), secrets_dir.display().to_string()));
+        }
+        Ok(env)
+    }
+
+    /// A container path on the host: through its mounts, else inside the container's own
+    /// root filesystem (`<work>/rootfs/<container>`), where nothing the agent writes lands.
+    fn app_path(&self, container: &str, path: &Path) -> PathBuf {
+        self.maps
+            .get(container)
+            .and_then(|m| m.map(path).ok())
+            .unwrap_or_else(|| {
+                let rel = path.strip_prefix("/").unwrap_or(path);
+                self.work_dir.join("rootfs").join(container).join(rel)
+            })
+    }
+
+    fn await_startup(&mut self, c: &ContainerSpec) -> Result<(), PodError> {
+        let Some(probe) = c.startup_probe.clone() else {
+            return Ok(());
+        };
+        let budget = Duration::from_secs(
+            probe.initial_delay_secs + probe.period_secs * probe.failure_threshold,
+        );
+        let deadline = Instant::now() + budget;
+        let mut argv: Vec<OsString> = probe.command.iter().map(OsString::from).collect();
+        if c.is_agent() && !argv.is_empty() {
+            argv[0] = self.agent_bin.clone().into_os_string();
+        }
+        let env = self.env(c)?;
+        let log = self
+            .work_dir
+            .join("logs")
+            .join(format!("{}.probe.log", c.name));
+        loop {
+            self.check_cancel()?;
+            if self.exit(&c.name).is_some() || Instant::now() > deadline {
+                return Err(PodError::StartupProbe {
+                    container: c.name.clone(),
+                    timeout: budget,
+                    output: self.output(&c.name),
+                });
+            }
+            let spawn = Spawn {
+                container: &c.name,
+                argv: argv.clone(),
+                env: env.clone(),
+                cwd: &self.work_dir,
+                log: log.clone(),
+            };
+            let proc = Proc::start(spawn, self.sandbox(&c.name))?;
+            let passed = self.poll(Duration::from_secs(1), "startupProbe", || proc.exit());
+            if let Ok(exit) = passed
+                && exit.status.success()
+            {
+                return Ok(());
+            }
+            self.probes.push(proc);
+            std::thread::sleep(PROBE_EVERY);
+        }
+    }
+
+    // ---- waiting ----
+
+    fn check_cancel(&self) -> Result<(), PodError> {
+        match &self.cancel {
+            Some(flag) if flag.load(Ordering::SeqCst) => Err(PodError::Interrupted),
+            _ => Ok(()),
+        }
+    }
+
+    /// Polls `f` until it returns `Some`, for at most `timeout`.
+    pub fn poll<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut f: impl FnMut() -> Option<T>,
+    ) -> Result<T, PodError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = f() {
+                return Ok(v);
+            }
+            self.check_cancel()?;
+            if Instant::now() >= deadline {
+                return Err(PodError::Timeout {
+                    what: what.into(),
+                    timeout,
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn proc(&self, container: &str) -> Result<&Proc, PodError> {
+        self.procs
+            .get(container)
+            .ok_or_else(|| PodError::NoContainer(container.into()))
+    }
+
+    // ---- what the test looks at ----
+
+    /// The host path of `path` as `container` sees it.
+    pub fn host_path(&self, container: &str, path: &str) -> Result<PathBuf, PodError> {
+        if !self.maps.contains_key(container) {
+            return Err(PodError::NoContainer(container.into()));
+        }
+        Ok(self.app_path(container, Path::new(path)))
+    }
+
+    /// Reads `path` as `container` sees it.
+    pub fn read_file(&self, container: &str, path: &str) -> Result<String, PodError> {
+        let host = self.host_path(container, path)?;
+        std::fs::read_to_string(&host).map_err(io_err(&host))
+    }
+
+    /// Waits until `path` (as `container` sees it) exists and `accept`s its content.
+    pub fn wait_for_file(
+        &self,
+        container: &str,
+        path: &str,
+        timeout: Duration,
+        accept: impl Fn(&str) -> bool,
+    ) -> Result<String, PodError> {
+        let host = self.host_path(container, path)?;
+        let what = format!("{path} in container {container} ({})", host.display());
+        self.poll(timeout, &what, || {
+            std::fs::read_to_string(&host).ok().filter(|s| accept(s))
+        })
+    }
+
+    /// Waits until `container` has printed `needle`; returns its whole output.
+    pub fn wait_for_output(
+        &self,
+        container: &str,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<String, PodError> {
+        let proc = self.proc(container)?;
+        let what = format!("{needle:?} in the output of container {container}");
+        self.poll(timeout, &what, || {
+            let out = proc.output();
+            out.contains(needle).then_some(out)
+        })
+    }
+
+    /// What `container` printed (stdout and stderr), empty if it never started.
+    pub fn output(&self, container: &str) -> String {
+        self.procs
+            .get(container)
+            .map(Proc::output)
+            .unwrap_or_default()
+    }
+
+    /// The log file of `container`.
+    pub fn log_path(&self, container: &str) -> PathBuf {
+        self.work_dir.join("logs").join(format!("{container}.log"))
+    }
+
+    /// How `container` ended, if it has.
+    pub fn exit(&self, container: &str) -> Option<Exit> {
+        self.procs.get(container).and_then(Proc::exit)
+    }
+
+    /// When `container` was started.
+    pub fn started_at(&self, container: &str) -> Option<Instant> {
+        self.procs.get(container).map(|p| p.started)
+    }
+
+    /// Waits for `container` to exit.
+    pub fn wait_exit(&self, container: &str, timeout: Duration) -> Result<Exit, PodError> {
+        let proc = self.proc(container)?;
+        self.poll(timeout, &format!("container {container} to exit"), || {
+            proc.exit()
+        })
+    }
+
+    /// The containers in kubelet order with their roles.
+    pub fn containers(&self) -> &[ContainerSpec] {
+        &self.specs
+    }
+
+    /// The host directory of a Pod volume.
+    pub fn volume_dir(&self, volume: &str) -> Option<&Path> {
+        self.volumes.get(volume).map(PathBuf::as_path)
+    }
+
+    /// How processes are isolated in this run.
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    /// True when the Pod's processes share one PID namespace.
+    pub fn shares_process_namespace(&self) -> bool {
+        self.shared
+    }
+
+    /// The mutated Pod being run.
+    pub fn pod(&self) -> &Value {
+        &self.pod
+    }
+
+    // ---- stopping ----
+
+    fn names_with(&self, role: Role) -> Vec<String> {
+        self.specs
+            .iter()
+            .filter(|c| c.role == role && self.procs.contains_key(&c.name))
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// Like a Job's pod: waits until every regular container has exited (a classic agent
+    /// sidecar must stop by itself), then stops native sidecars as the kubelet does.
+    pub fn run_to_completion(&self, timeout: Duration) -> Result<(), PodError> {
+        let deadline = Instant::now() + timeout;
+        for name in self.names_with(Role::Regular) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.wait_exit(&name, left)?;
+        }
+        let mut sidecars = self.names_with(Role::NativeSidecar);
+        sidecars.reverse();
+        self.terminate(&sidecars, Duration::from_secs(10));
+        Ok(())
+    }
+
+    /// Stops the Pod like the kubelet: SIGTERM to the regular containers, SIGKILL after
+    /// `grace`; then the same for native sidecars, in reverse order.
+    pub fn stop(&self, grace: Duration) {
+        self.terminate(&self.names_with(Role::Regular), grace);
+        let mut sidecars = self.names_with(Role::NativeSidecar);
+        sidecars.reverse();
+        for name in sidecars {
+            self.terminate(&[name], grace);
+        }
+    }
+
+    fn terminate(&self, names: &[String], grace: Duration) {
+        let procs: Vec<&Proc> = names.iter().filter_map(|n| self.procs.get(n)).collect();
+        for p in &procs {
+            p.signal(Signal::SIGTERM);
+        }
+        let all_done = || procs.iter().all(|p| p.exit().is_some()).then_some(());
+        if self.poll(grace, "containers to stop", all_done).is_err() {
+            for p in &procs {
+                p.signal(Signal::SIGKILL);
+            }
+            // Not `poll`: this must finish even after a cancel.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while all_done().is_none() && Instant::now() < deadline {
+                std::thread::sleep(POLL);
+            }
+        }
+    }
+}
