@@ -26,11 +26,19 @@ import argparse
 import asyncio
 import base64
 import copy
+import http.client
+import json
+import os
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -291,6 +299,158 @@ def verify_chain(data: dict[str, str], service: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# The injector runs with the chart's settings and answers the webhook call as configured
+# ---------------------------------------------------------------------------------------------
+
+
+def injector_binary() -> Path | None:
+    path = Path(os.environ.get("VAULTLET_INJECTOR", REPO / "target" / "debug" / "vaultlet-injector"))
+    return path if path.exists() else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tls_files(docs: list[dict[str, Any]], secret_name: str, tmp: Path, host: str) -> tuple[Path, Path, Path]:
+    """The serving cert, key and CA: the chart's own Secret in mode helm, else a fresh one."""
+    crt, key, ca = tmp / "tls.crt", tmp / "tls.key", tmp / "ca.crt"
+    secrets = [d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == secret_name]
+    if secrets:
+        data = secrets[0]["data"]
+        crt.write_bytes(base64.b64decode(data["tls.crt"]))
+        key.write_bytes(base64.b64decode(data["tls.key"]))
+        ca.write_bytes(base64.b64decode(data["ca.crt"]))
+    else:
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-days", "1", "-subj", f"/CN={host}", "-addext", f"subjectAltName=DNS:{host}",
+             "-keyout", str(key), "-out", str(crt)],
+            check=True, capture_output=True,
+        )
+        ca.write_bytes(crt.read_bytes())
+    return crt, key, ca
+
+
+def admission_review(pod: dict[str, Any]) -> bytes:
+    gvk = {"group": "", "version": "v1", "kind": "Pod"}
+    return json.dumps({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "0f0e0d0c-0000-4000-8000-000000000001",
+            "kind": gvk, "requestKind": gvk,
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": pod["metadata"]["name"], "namespace": pod["metadata"]["namespace"],
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": pod, "oldObject": None, "dryRun": False,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+        },
+    }).encode()
+
+
+def wait_ready(url: str, proc: subprocess.Popen, deadline_s: float = 20.0) -> bool:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def check_injector_serves(docs: list[dict[str, Any]], values: dict[str, Any], fails: Failures, where: str) -> None:
+    """Starts `vaultlet-injector` with the Deployment's args and env (addresses moved to loopback,
+    certificate files to a temp dir) and calls it like the API server would: HTTPS to the
+    Service DNS name verified with the webhook's caBundle, at the webhook's path."""
+    binary = injector_binary()
+    if binary is None:
+        print("  note no injector binary (target/debug/vaultlet-injector or $VAULTLET_INJECTOR): webhook call skipped")
+        return
+    c = lambda cond, what: fails.check(where, cond, what)  # noqa: E731
+    dep, mwc = by_kind(docs, "Deployment")[0], by_kind(docs, "MutatingWebhookConfiguration")[0]
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    hook = mwc["webhooks"][0]
+    svc = hook["clientConfig"]["service"]
+    host = f"{svc['name']}.{svc['namespace']}.svc"
+    secret_name = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")["secret"]["secretName"]
+    listen, admin = free_port(), free_port()
+    with tempfile.TemporaryDirectory(prefix="vaultlet-serve-") as tmp_s:
+        tmp = Path(tmp_s)
+        crt, key, ca = tls_files(docs, secret_name, tmp, host)
+        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        env.update({
+            "PATH": os.environ.get("PATH", ""),
+            "VAULTLET_LISTEN_ADDR": f"127.0.0.1:{listen}", "VAULTLET_ADMIN_ADDR": f"127.0.0.1:{admin}",
+            "VAULTLET_TLS_CERT_FILE": str(crt), "VAULTLET_TLS_KEY_FILE": str(key),
+        })
+        log = (tmp / "injector.log").open("w+")
+        proc = subprocess.Popen([str(binary), *container.get("args", [])], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            ready = wait_ready(f"http://127.0.0.1:{admin}/readyz", proc)
+            c(ready, "injector starts with the chart's args and env and reports ready on the admin port")
+            if not ready:
+                log.seek(0)
+                print(log.read()[-2000:])
+                return
+            # Mode helm: trust exactly what the API server would, the webhook's caBundle. Other
+            # modes get their CA from outside the chart (cert-manager, the operator).
+            if values["tls"]["mode"] == "helm":
+                ctx = ssl.create_default_context(cadata=base64.b64decode(hook["clientConfig"]["caBundle"]).decode())
+                trust = "the caBundle"
+            else:
+                ctx = ssl.create_default_context(cafile=str(ca))
+                trust = "a test CA"
+            pod = yaml.safe_load((REPO / "samples" / "nginx" / "pod.yaml").read_text())
+            conn = http.client.HTTPSConnection("127.0.0.1", listen, context=_sni(ctx, host), timeout=5)
+            try:
+                conn.request("POST", svc["path"], body=admission_review(pod), headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                body = json.loads(resp.read() or b"{}")
+            except (OSError, ssl.SSLError, json.JSONDecodeError) as err:
+                fails.add(where, f"webhook call over TLS (verified for {host} with {trust}) failed: {err}")
+                return
+            finally:
+                conn.close()
+            answer = body.get("response") or {}
+            patch = base64.b64decode(answer.get("patch", "")).decode() if answer.get("patch") else ""
+            agent_image = env.get("VAULTLET_AGENT_IMAGE", "")
+            c(resp.status == 200 and answer.get("allowed") is True and answer.get("patchType") == "JSONPatch",
+              f"POST {svc['path']} over TLS verified for {host} with {trust}: allowed with a JSONPatch")
+            c(agent_image != "" and agent_image in patch, f"the patch injects the configured agent image {agent_image}")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+
+
+def _sni(ctx: ssl.SSLContext, host: str) -> ssl.SSLContext:
+    """Connect to 127.0.0.1 but verify and send SNI for the Service DNS name, like the API server."""
+
+    wrap = ctx.wrap_socket
+
+    def wrap_socket(sock, *args, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs["server_hostname"] = host
+        return wrap(sock, *args, **kwargs)
+
+    ctx.wrap_socket = wrap_socket  # type: ignore[method-assign]
+    return ctx
+
+
+# ---------------------------------------------------------------------------------------------
 # docs/install.md agrees with the chart
 # ---------------------------------------------------------------------------------------------
 
@@ -393,6 +553,7 @@ def main() -> int:
         print(f"  ok   rendered {len(docs)} manifests: " + ", ".join(sorted({d['kind'] for d in docs})))
         kubernetes_validate(docs, args.kube_version, fails, where)
         check_promises(docs, deep_merge(defaults, values), fails, where)
+        check_injector_serves(docs, deep_merge(defaults, values), fails, where)
     if hp is not None:
         check_negative(hp, chart, fails)
     check_install_doc(defaults, fails)
