@@ -450,6 +450,22 @@ def _sni(ctx: ssl.SSLContext, host: str) -> ssl.SSLContext:
     return ctx
 
 
+def check_package(chart: Path, fails: Failures) -> None:
+    """helm package (helm-sdkpy) produces vaultlet-<version>.tgz."""
+    import helm_sdkpy
+
+    print("== helm package")
+    version = load_yaml(chart / "Chart.yaml")["version"]
+    with tempfile.TemporaryDirectory(prefix="vaultlet-package-") as tmp:
+        try:
+            archive = asyncio.run(helm_sdkpy.Package(helm_sdkpy.Configuration()).run(str(chart), tmp))
+        except helm_sdkpy.HelmError as err:
+            fails.add("package", f"helm package failed: {err}")
+            return
+        fails.check("package", Path(archive).name == f"vaultlet-{version}.tgz" and Path(archive).stat().st_size > 0,
+                    f"helm package -> {Path(archive).name}")
+
+
 # ---------------------------------------------------------------------------------------------
 # docs/install.md agrees with the chart
 # ---------------------------------------------------------------------------------------------
@@ -556,6 +572,7 @@ def main() -> int:
         check_injector_serves(docs, deep_merge(defaults, values), fails, where)
     if hp is not None:
         check_negative(hp, chart, fails)
+    check_package(chart, fails)
     check_install_doc(defaults, fails)
     if fails.items:
         print(f"\nhelm-lint: {len(fails.items)} failure(s):")
