@@ -13,10 +13,15 @@ For each ci/*.yaml value set (plus the chart defaults):
   3. helm-python-sdk's offline render; every rendered manifest is validated with
      `kubernetes-validate --strict` for the given Kubernetes version (CRD kinds are skipped
      with a note), then checked against the chart's promises (webhook scope, TLS wiring,
-     high availability, injector env vars from docs/contract.md).
-  4. Negative cases that must be rejected (bad TLS mode, mode=secret without a caBundle, ...).
+     high availability, env vars the injector reads).
+  4. When the injector binary exists (target/debug/vaultlet-injector or $VAULTLET_INJECTOR):
+     it is started with the rendered args and env (on loopback ports) and called like the API
+     server would: HTTPS to <service>.<namespace>.svc at the webhook's path, verified with the
+     rendered caBundle (mode helm), expecting an injected Pod.
+Then: values that must be rejected (schema and template checks), `helm package`, and
+docs/install.md's values table against values.yaml.
 helm-sdkpy (0.1.32) has no dry-run, client-only or template action, so rendering needs
-helm-python-sdk; without it steps 2-4 fail with a message saying how to install it.
+helm-python-sdk; without it the script fails with a message saying how to install it.
 Exit status: 0 when everything passes, 1 otherwise.
 """
 
@@ -40,7 +45,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
