@@ -11,7 +11,7 @@ use tracing::{debug, error, info, warn};
 use crate::auth::{AuthError, Authenticator, Token};
 use crate::client::{ClientError, Secret, VaultClient};
 use crate::config::{AgentConfig, SecretSpec};
-use crate::fetch::{self, FetchError, Fetched, kv2_metadata_path};
+use crate::fetch::{self, FetchError, Fetched, Kv2Meta, kv2_metadata_path};
 use crate::metrics::Metrics;
 use crate::notify;
 use crate::probe;
@@ -188,6 +188,10 @@ pub struct Agent {
     next_poll: Instant,
     ready: bool,
     notify_enabled: bool,
+    /// Answers already read this round, by request path: secrets sharing a path see the
+    /// same version and cost one call.
+    round_reads: BTreeMap<String, Fetched>,
+    round_meta: BTreeMap<String, Kv2Meta>,
 }
 
 impl Agent {
@@ -214,6 +218,8 @@ impl Agent {
             next_poll: now + cfg.refresh_interval,
             ready: false,
             notify_enabled: false,
+            round_reads: BTreeMap::new(),
+            round_meta: BTreeMap::new(),
             cfg,
         })
     }
@@ -330,6 +336,8 @@ impl Agent {
         let Some(token) = self.ensure_token(now).await else {
             return;
         };
+        self.round_reads.clear();
+        self.round_meta.clear();
         let poll = now >= self.next_poll;
         if poll {
             self.next_poll = now + self.cfg.refresh_interval;
@@ -482,7 +490,18 @@ impl Agent {
     }
 
     async fn fetch_into(&mut self, i: usize, token: &Secret) -> Result<(), FetchError> {
-        let f = fetch::fetch(&self.client, token, &self.secrets[i].spec).await?;
+        let spec = &self.secrets[i].spec;
+        let key = spec.params.is_empty().then(|| fetch::request_path(spec));
+        let f = match key.as_ref().and_then(|k| self.round_reads.get(k)) {
+            Some(f) => f.clone(),
+            None => {
+                let f = fetch::fetch(&self.client, token, spec).await?;
+                if let Some(k) = key {
+                    self.round_reads.insert(k, f.clone());
+                }
+                f
+            }
+        };
         let s = &mut self.secrets[i];
         let now = Instant::now();
         s.due = schedule(&f, now, SystemTime::now());
@@ -539,7 +558,15 @@ impl Agent {
             return self.fetch_into(i, token).await;
         };
         let known = s.fetched.as_ref().and_then(|f| f.kv2_version);
-        match fetch::kv2_meta(&self.client, token, &s.spec.name, &meta_path).await {
+        let meta = match self.round_meta.get(&meta_path) {
+            Some(m) => Ok(*m),
+            None => fetch::kv2_meta(&self.client, token, &s.spec.name, &meta_path).await,
+        };
+        if let Ok(m) = &meta {
+            self.round_meta.insert(meta_path.clone(), *m);
+        }
+        let s = &self.secrets[i];
+        match meta {
             Ok(m) if m.deleted => Err(FetchError::Deleted {
                 secret: s.spec.name.clone(),
                 path: meta_path,

@@ -21,7 +21,10 @@ fn mk_secrets() -> serde_json::Value {
 
 fn mk_bao(password: &str) -> OpenBao {
     let bao = OpenBao::dev();
-    bao.write_kv("secret/app", &[("username", "app-user"), ("password", password)]);
+    bao.write_kv(
+        "secret/app",
+        &[("username", "app-user"), ("password", password)],
+    );
     kv_policy(&bao, "app", &["app"]);
     bao
 }
@@ -33,14 +36,21 @@ fn approle_plain_and_wrapped_render_content_and_modes() {
     let (role_id, secret_id) = bao.enable_approle("app", &["app"]);
 
     let h = Harness::new();
-    let mut cfg = config(&bao.addr(), h.approle_auth(&role_id, &secret_id, false), mk_secrets());
+    let mut cfg = config(
+        &bao.addr(),
+        h.approle_auth(&role_id, &secret_id, false),
+        mk_secrets(),
+    );
     cfg["paths"] = json!({ "tokenSink": h.sink() });
     assert!(!h.probe(), "probe must fail before anything was rendered");
     let (status, log, took) = h.init(&cfg, Duration::from_secs(20));
     assert!(status.success(), "init failed: {log}");
     assert_eq!(
         read(&h.file("app.env")),
-        format!("password={}\nusername=app-user\n", serde_json::Value::from(password.clone()))
+        format!(
+            "password={}\nusername=app-user\n",
+            serde_json::Value::from(password.clone())
+        )
     );
     assert_eq!(
         read(&h.file("conf/db.url")),
@@ -50,19 +60,37 @@ fn approle_plain_and_wrapped_render_content_and_modes() {
     assert_eq!(mode(&h.file("conf/db.url")), 0o400);
     assert!(h.probe(), "probe must pass once init rendered everything");
     let token = read(&h.sink());
-    assert!(token.starts_with("s.") || token.len() > 20, "token sink holds a token");
+    assert!(
+        token.starts_with("s.") || token.len() > 20,
+        "token sink holds a token"
+    );
     assert_no_leak(&log, &[&password, &secret_id, &role_id, &token]);
     eprintln!("approle init took {took:?}");
 
     // A response-wrapped secret-id is unwrapped by the agent (and is then used up).
     let wrapped = bao.wrapped_secret_id("app");
     let h2 = Harness::new();
-    let cfg = config(&bao.addr(), h2.approle_auth(&role_id, &wrapped, true), mk_secrets());
+    let cfg = config(
+        &bao.addr(),
+        h2.approle_auth(&role_id, &wrapped, true),
+        mk_secrets(),
+    );
     let (status, log, _) = h2.init(&cfg, Duration::from_secs(20));
-    assert!(status.success(), "init with a wrapped secret-id failed: {log}");
+    assert!(
+        status.success(),
+        "init with a wrapped secret-id failed: {log}"
+    );
     assert_eq!(read(&h2.file("app.env")), read(&h.file("app.env")));
-    let again = bao.try_api(Some(&wrapped), "POST", "sys/wrapping/unwrap", Some(&json!({})));
-    assert!(!again.is_success(), "the wrapping token must have been used by the agent");
+    let again = bao.try_api(
+        Some(&wrapped),
+        "POST",
+        "sys/wrapping/unwrap",
+        Some(&json!({})),
+    );
+    assert!(
+        !again.is_success(),
+        "the wrapping token must have been used by the agent"
+    );
     assert_no_leak(&log, &[&password, &wrapped]);
 }
 
@@ -71,11 +99,18 @@ fn approle_with_a_wrong_secret_id_fails_init_with_the_cause() {
     let bao = mk_bao("pw");
     let (role_id, _) = bao.enable_approle("app", &["app"]);
     let h = Harness::new();
-    let mut cfg = config(&bao.addr(), h.approle_auth(&role_id, "not-a-secret-id", false), mk_secrets());
+    let mut cfg = config(
+        &bao.addr(),
+        h.approle_auth(&role_id, "not-a-secret-id", false),
+        mk_secrets(),
+    );
     cfg["initDeadline"] = json!("1s");
     let (status, log, took) = h.init(&cfg, Duration::from_secs(10));
     assert!(!status.success(), "init must fail: {log}");
-    assert!(log.contains("init deadline") && log.contains("approle login"), "{log}");
+    assert!(
+        log.contains("init deadline") && log.contains("approle login"),
+        "{log}"
+    );
     assert!(took < Duration::from_secs(5), "took {took:?}");
     assert!(!h.file("app.env").exists());
     assert!(!h.probe());
@@ -92,9 +127,15 @@ fn kubernetes_auth_via_token_review() {
     let h = Harness::new();
     let sa = h.put("sa-token", &jwt);
     let auth = json!({ "method": "kubernetes", "role": "app", "tokenPath": sa });
-    let (status, log, _) = h.init(&config(&bao.addr(), auth, mk_secrets()), Duration::from_secs(20));
+    let (status, log, _) = h.init(
+        &config(&bao.addr(), auth, mk_secrets()),
+        Duration::from_secs(20),
+    );
     assert!(status.success(), "init failed: {log}");
     assert!(read(&h.file("app.env")).contains(&password));
-    assert!(k8s.requests() >= 1, "OpenBao must have asked the TokenReview endpoint");
+    assert!(
+        k8s.requests() >= 1,
+        "OpenBao must have asked the TokenReview endpoint"
+    );
     assert_no_leak(&log, &[&password, &jwt]);
 }

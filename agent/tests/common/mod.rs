@@ -169,8 +169,12 @@ pub fn assert_no_leak(log: &str, secrets: &[&str]) {
 
 /// Waits until the agent's log contains `needle`.
 pub fn wait_log(agent: &mut Process, needle: &str, timeout: Duration) {
-    wait_until(timeout, &format!("agent log line containing {needle:?}"), || {
-        agent.assert_running();
-        agent.log().contains(needle)
-    });
+    wait_until(
+        timeout,
+        &format!("agent log line containing {needle:?}"),
+        || {
+            agent.assert_running();
+            agent.log().contains(needle)
+        },
+    );
 }

@@ -1,0 +1,221 @@
+//! End-to-end: `run` follows KV v2 changes, notifies only on changed bytes (signal by process
+//! name, HTTP), and keeps the last good file on template errors and deleted secrets.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Harness, assert_no_leak, config, kv_policy, read, wait_log};
+use serde_json::json;
+use vaultlet_testkit::{HttpRecorder, OpenBao, random_hex, wait_until};
+
+/// A child whose argv[0] is `name` (comm stays `sleep`): SIGHUP ends it, so its exit status
+/// proves the signal arrived.
+fn mk_app(name: &str) -> std::process::Child {
+    Command::new("bash")
+        .args(["-c", &format!("exec -a {name} sleep 120")])
+        .spawn()
+        .expect("spawn the fake app")
+}
+
+#[test]
+fn kv_update_rewrites_and_notifies_once_and_unchanged_data_notifies_nobody() {
+    let bao = OpenBao::dev();
+    let pw1 = random_hex(10);
+    bao.write_kv("secret/app", &[("user", "u"), ("password", &pw1)]);
+    bao.write_kv("secret/other", &[("host", "db.local")]);
+    kv_policy(&bao, "app", &["app", "other"]);
+    let token = bao.create_token(&["app"], None);
+
+    let app_name = format!("vaultlet-app-{}", random_hex(3));
+    let mut app = mk_app(&app_name);
+    let recorder = HttpRecorder::start();
+
+    let h = Harness::new();
+    let mut cfg = config(
+        &bao.addr(),
+        h.token_auth(&token),
+        json!([
+            { "name": "app", "path": "secret/data/app", "file": "app.env",
+              "notify": [{ "kind": "signal", "signal": "SIGHUP", "process": app_name }] },
+            { "name": "other", "path": "secret/data/other", "file": "other.env" },
+            { "name": "url", "path": "secret/data/app", "file": "url",
+              "template": "{{user}}:{{password}}@{{secrets.other.host}}" }
+        ]),
+    );
+    cfg["notify"] = json!([{ "kind": "http", "url": format!("{}/reload", recorder.url()) }]);
+    cfg["metricsAddr"] = json!(format!("127.0.0.1:{}", vaultlet_testkit::free_port()));
+    let mut agent = h.run(&cfg);
+    h.wait_ready(&mut agent, Duration::from_secs(10));
+    assert_eq!(read(&h.file("url")), format!("u:{pw1}@db.local"));
+
+    // Same data, new version: fetched, compared, nothing written, nobody notified.
+    bao.write_kv("secret/app", &[("user", "u"), ("password", &pw1)]);
+    wait_log(
+        &mut agent,
+        "new KV version secret=app version=2",
+        Duration::from_secs(5),
+    );
+
+    // New data: both files using it are rewritten in one round -> one notification per target.
+    let pw2 = random_hex(10);
+    let changed_at = Instant::now();
+    bao.write_kv("secret/app", &[("user", "u"), ("password", &pw2)]);
+    wait_until(Duration::from_secs(5), "url file rewritten", || {
+        read(&h.file("url")) == format!("u:{pw2}@db.local")
+    });
+    let latency = changed_at.elapsed();
+    let status = wait_exit(&mut app, Duration::from_secs(5));
+    assert_eq!(
+        status.signal(),
+        Some(nix_sighup()),
+        "the app must get SIGHUP: {status:?}"
+    );
+    let reqs = recorder.wait_for(1, Duration::from_secs(5));
+    assert_eq!(reqs[0].method, "POST");
+    assert_eq!(reqs[0].path, "/reload");
+    wait_log(&mut agent, "notified target=POST", Duration::from_secs(5));
+    wait_log(
+        &mut agent,
+        "notified target=signal SIGHUP",
+        Duration::from_secs(5),
+    );
+    let log = agent.log();
+    assert_eq!(log.matches("notified target=POST").count(), 1, "{log}");
+    assert_eq!(recorder.count(), 1);
+    assert!(read(&h.file("app.env")).contains(&pw2));
+    // Refresh interval (300 ms) + 100 ms, with slack for a loaded 2-core test machine.
+    assert!(
+        latency < Duration::from_millis(1500),
+        "change took {latency:?}"
+    );
+    eprintln!("KV change -> file rewritten in {latency:?}");
+
+    let metrics = vaultlet_testkit::http::request(
+        cfg["metricsAddr"].as_str().expect("addr"),
+        "GET",
+        "/metrics",
+        &[],
+        None,
+    )
+    .expect("metrics answer")
+    .text();
+    assert!(
+        metrics.contains("vaultlet_agent_renders_total{secret=\"url\"} 2"),
+        "{metrics}"
+    );
+    assert_no_leak(&log, &[&pw1, &pw2, &token]);
+    assert_no_leak(&metrics, &[&pw1, &pw2, &token]);
+}
+
+#[test]
+fn template_errors_and_deleted_secrets_keep_the_last_good_file() {
+    let bao = OpenBao::dev();
+    let pw1 = random_hex(10);
+    bao.write_kv("secret/app", &[("user", "u"), ("password", &pw1)]);
+    kv_policy(&bao, "app", &["app"]);
+    let token = bao.create_token(&["app"], None);
+    let h = Harness::new();
+    let cfg = config(
+        &bao.addr(),
+        h.token_auth(&token),
+        json!([{ "name": "app", "path": "secret/data/app", "file": "app",
+                 "template": "{{user}}:{{password}}" }]),
+    );
+    let mut agent = h.run(&cfg);
+    h.wait_ready(&mut agent, Duration::from_secs(10));
+    let good = format!("u:{pw1}");
+    assert_eq!(read(&h.file("app")), good);
+
+    // A key the template needs disappears: clear error naming the key, file kept.
+    bao.write_kv("secret/app", &[("user", "u2")]);
+    wait_log(&mut agent, "render/write failed", Duration::from_secs(5));
+    let log = agent.log();
+    assert!(
+        log.contains("\"password\"") && log.contains("secret \"app\": cannot render"),
+        "{log}"
+    );
+    assert_eq!(read(&h.file("app")), good);
+
+    // Fixed again: rendered again.
+    let pw2 = random_hex(10);
+    bao.write_kv("secret/app", &[("user", "u"), ("password", &pw2)]);
+    wait_until(Duration::from_secs(5), "file re-rendered", || {
+        read(&h.file("app")) == format!("u:{pw2}")
+    });
+
+    // Latest version soft-deleted, then the whole secret: errors, file kept.
+    bao.delete("secret/data/app");
+    wait_log(
+        &mut agent,
+        "is deleted; keeping the last good file",
+        Duration::from_secs(5),
+    );
+    bao.delete_kv("secret/app");
+    wait_log(
+        &mut agent,
+        "nothing at secret/metadata/app",
+        Duration::from_secs(5),
+    );
+    assert_eq!(read(&h.file("app")), format!("u:{pw2}"));
+    agent.assert_running();
+    assert_no_leak(&agent.log(), &[&pw1, &pw2, &token]);
+}
+
+#[test]
+fn bad_templates_fail_fast_and_missing_keys_fail_init_naming_the_secret() {
+    let bao = OpenBao::dev();
+    bao.write_kv("secret/app", &[("user", "u")]);
+    kv_policy(&bao, "app", &["app"]);
+    let token = bao.create_token(&["app"], None);
+    let h = Harness::new();
+    let cfg = config(
+        &bao.addr(),
+        h.token_auth(&token),
+        json!([{ "name": "web", "path": "secret/data/app", "file": "web", "template": "{{#if user}}x" }]),
+    );
+    let (status, log, took) = h.init(&cfg, Duration::from_secs(10));
+    assert!(!status.success());
+    assert!(
+        log.contains("secret \"web\": template does not parse"),
+        "{log}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "a config error must not be retried: {took:?}"
+    );
+
+    let mut cfg = config(
+        &bao.addr(),
+        h.token_auth(&token),
+        json!([{ "name": "web", "path": "secret/data/app", "file": "web", "template": "{{passwd}}" }]),
+    );
+    cfg["initDeadline"] = json!("1s");
+    let (status, log, _) = h.init(&cfg, Duration::from_secs(10));
+    assert!(!status.success());
+    assert!(
+        log.contains("init deadline") && log.contains("secret \"web\"") && log.contains("passwd"),
+        "{log}"
+    );
+    assert!(!h.file("web").exists());
+}
+
+fn nix_sighup() -> i32 {
+    vaultlet_testkit::Signal::SIGHUP as i32
+}
+
+fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the fake app did not exit within {timeout:?} (no SIGHUP?)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
