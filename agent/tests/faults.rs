@@ -1,0 +1,182 @@
+//! End-to-end fault paths: token revoked from outside, OpenBao down mid-run and at `init`,
+//! SIGTERM (with token revocation).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Harness, assert_no_leak, config, kv_policy, read, wait_log};
+use serde_json::json;
+use vaultlet_testkit::{OpenBao, Signal, TokenReviewServer, free_port, random_hex, wait_until};
+
+#[test]
+fn revoked_token_leads_to_a_new_login_with_the_rotated_sa_token() {
+    let bao = OpenBao::dev();
+    let pw1 = random_hex(10);
+    bao.write_kv("secret/app", &[("password", &pw1)]);
+    kv_policy(&bao, "app", &["app"]);
+    let k8s = TokenReviewServer::start();
+    bao.enable_kubernetes(&k8s.url(), "app", "app-sa", "default", &["app"]);
+    let jwt1 = k8s.sa_token("default", "app-sa", "uid-1", "vault", 3600);
+
+    let h = Harness::new();
+    let sa = h.put("sa-token", &jwt1);
+    let mut cfg = config(
+        &bao.addr(),
+        json!({ "method": "kubernetes", "role": "app", "tokenPath": sa }),
+        json!([{ "name": "app", "path": "secret/data/app", "file": "app.env" }]),
+    );
+    cfg["paths"] = json!({ "tokenSink": h.sink() });
+    let mut agent = h.run(&cfg);
+    h.wait_ready(&mut agent, Duration::from_secs(10));
+    let token1 = read(&h.sink());
+
+    // The kubelet rotates the projected token; the old one stops being valid.
+    let jwt2 = k8s.sa_token("default", "app-sa", "uid-1", "vault", 3600);
+    h.put("sa-token", &jwt2);
+    k8s.revoke(&jwt1);
+    // Someone revokes the agent's Vault token.
+    bao.write("auth/token/revoke", json!({ "token": token1 }));
+    let pw2 = random_hex(10);
+    bao.write_kv("secret/app", &[("password", &pw2)]);
+
+    wait_until(
+        Duration::from_secs(10),
+        "file updated after re-login",
+        || {
+            agent.assert_running();
+            read(&h.file("app.env")).contains(&pw2)
+        },
+    );
+    let token2 = read(&h.sink());
+    assert_ne!(token1, token2, "a new token must have been obtained");
+    let log = agent.log();
+    assert!(log.contains("logging in again"), "{log}");
+    assert_no_leak(&log, &[&pw1, &pw2, &jwt1, &jwt2, &token1, &token2]);
+}
+
+#[test]
+fn openbao_down_mid_run_keeps_files_and_recovers() {
+    let mut bao = OpenBao::persistent_temp();
+    let pw1 = random_hex(10);
+    bao.write_kv("secret/app", &[("password", &pw1)]);
+    kv_policy(&bao, "app", &["app"]);
+    let token = bao.create_token(&["app"], None);
+    let h = Harness::new();
+    let cfg = config(
+        &bao.addr(),
+        h.token_auth(&token),
+        json!([{ "name": "app", "path": "secret/data/app", "file": "app.env" }]),
+    );
+    let mut agent = h.run(&cfg);
+    h.wait_ready(&mut agent, Duration::from_secs(10));
+    let good = read(&h.file("app.env"));
+    assert!(good.contains(&pw1));
+
+    bao.stop();
+    wait_log(&mut agent, "Vault is unreachable", Duration::from_secs(10));
+    assert_eq!(
+        read(&h.file("app.env")),
+        good,
+        "the last good file must stay"
+    );
+    agent.assert_running();
+
+    bao.start();
+    let pw2 = random_hex(10);
+    bao.write_kv("secret/app", &[("password", &pw2)]);
+    wait_until(
+        Duration::from_secs(15),
+        "file updated after OpenBao returned",
+        || {
+            agent.assert_running();
+            read(&h.file("app.env")).contains(&pw2)
+        },
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("secret refreshed again after failures"),
+        "{log}"
+    );
+    assert_no_leak(&log, &[&pw1, &pw2, &token]);
+}
+
+#[test]
+fn unreachable_at_init_retries_then_fails_at_the_deadline() {
+    let h = Harness::new();
+    let addr = format!("http://127.0.0.1:{}", free_port());
+    let mut cfg = config(
+        &addr,
+        h.token_auth("unused-token"),
+        json!([{ "name": "app", "path": "secret/data/app", "file": "app.env" }]),
+    );
+    cfg["initDeadline"] = json!("2s");
+    let (status, log, took) = h.init(&cfg, Duration::from_secs(10));
+    assert!(!status.success(), "{log}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
+    assert!(
+        log.matches("login failed").count() >= 3,
+        "must retry: {log}"
+    );
+    assert!(
+        log.contains("not rendered within the init deadline of 2s")
+            && log.contains("Vault is unreachable"),
+        "{log}"
+    );
+    assert!(!h.file("app.env").exists());
+}
+
+#[test]
+fn sigterm_exits_zero_within_a_second_and_revokes_the_token() {
+    let bao = OpenBao::dev();
+    bao.write_kv("secret/app", &[("password", "pw")]);
+    kv_policy(&bao, "app", &["app"]);
+    let token = bao.create_token(&["app"], None);
+    let h = Harness::new();
+    let mut cfg = config(
+        &bao.addr(),
+        h.token_auth(&token),
+        json!([{ "name": "app", "path": "secret/data/app", "file": "app.env" }]),
+    );
+    cfg["revokeOnShutdown"] = json!(true);
+    let mut agent = h.run(&cfg);
+    h.wait_ready(&mut agent, Duration::from_secs(10));
+
+    let start = Instant::now();
+    agent.signal(Signal::SIGTERM);
+    let status = agent.wait_exit(Duration::from_secs(5));
+    let took = start.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let lookup = bao.try_api(Some(&token), "GET", "auth/token/lookup-self", None);
+    assert_eq!(lookup.status, 403, "the token must be revoked");
+    assert!(
+        read(&h.file("app.env")).contains("pw"),
+        "files stay after shutdown"
+    );
+}
+
+#[test]
+fn sigint_while_openbao_is_unreachable_still_exits_promptly() {
+    let h = Harness::new();
+    let addr = format!("http://127.0.0.1:{}", free_port());
+    let cfg = config(
+        &addr,
+        h.token_auth("unused-token"),
+        json!([{ "name": "app", "path": "secret/data/app", "file": "app.env" }]),
+    );
+    let mut agent = h.run(&cfg);
+    wait_log(&mut agent, "login failed", Duration::from_secs(5));
+    let start = Instant::now();
+    agent.signal(Signal::SIGINT);
+    let status = agent.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        start.elapsed()
+    );
+}
