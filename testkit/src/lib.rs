@@ -7,13 +7,28 @@
 //! | piece | what it runs |
 //! |---|---|
 //! | [`OpenBao::dev`] | `bao server -dev` on `127.0.0.1:<free port>` |
-//! | [`OpenBao::persistent`] | a file-storage server that survives [`OpenBao::stop`] / [`OpenBao::start`] |
+//! | [`OpenBao::persistent`] | on-disk (single-node raft) server that survives [`OpenBao::stop`] / [`OpenBao::start`] |
 //! | [`TokenReviewServer`] | the one Kubernetes stand-in: `POST .../tokenreviews` for OpenBao's kubernetes auth |
 //! | [`Postgres`] | PostgreSQL from `VAULTLET_PG_BIN` for the database secrets engine |
 //! | [`HttpRecorder`] | records HTTP calls (the agent's `http://` notify target) |
 //! | [`Process`] | any child (e.g. the agent binary) in its own process group, logging to a file |
 //!
 //! The binaries come from `source scripts/tools.sh` ([`bao_bin`], [`pg_bin_dir`]).
+//!
+//! [`OpenBao`] helpers, all with the root token unless named `*_with_token`:
+//! - CLI: [`bao`](OpenBao::bao), [`bao_ok`](OpenBao::bao_ok), [`bao_with_token`](OpenBao::bao_with_token);
+//! - HTTP: [`api`](OpenBao::api), [`api_with_token`](OpenBao::api_with_token),
+//!   [`try_api`](OpenBao::try_api) (never panics on a status), [`read`](OpenBao::read),
+//!   [`write`](OpenBao::write), [`delete`](OpenBao::delete);
+//! - setup: [`policy`](OpenBao::policy), [`create_token`](OpenBao::create_token),
+//!   [`write_kv`](OpenBao::write_kv) / [`read_kv`](OpenBao::read_kv) /
+//!   [`delete_kv`](OpenBao::delete_kv) (KV v1 and v2), [`enable_kv`](OpenBao::enable_kv),
+//!   [`enable_approle`](OpenBao::enable_approle), [`wrapped_secret_id`](OpenBao::wrapped_secret_id),
+//!   [`enable_kubernetes`](OpenBao::enable_kubernetes),
+//!   [`enable_database_postgres`](OpenBao::enable_database_postgres),
+//!   [`enable_pki`](OpenBao::enable_pki);
+//! - faults: [`stop`](OpenBao::stop), [`kill`](OpenBao::kill), [`start`](OpenBao::start)
+//!   (persistent server), [`OpenBao::dev_on`] (bring a server up on a port chosen earlier).
 //!
 //! ```no_run
 //! use vaultlet_testkit::{OpenBao, TokenReviewServer};
@@ -46,4 +61,4 @@ pub use process::{Process, log_tail};
 pub use server::{HttpRecorder, Request};
 pub use tempfile::TempDir;
 pub use tokenreview::TokenReviewServer;
-pub use util::{free_port, random_hex, wait_until};
+pub use util::{free_port, free_port_pair, random_hex, wait_until};

@@ -68,11 +68,18 @@ impl OpenBao {
     /// Starts `bao server -dev` (in memory, unsealed, KV v2 at `secret/`) with a random root
     /// token on a free port and waits until healthy.
     pub fn dev() -> OpenBao {
+        Self::dev_on(util::free_port_pair())
+    }
+
+    /// [`dev`](Self::dev) on a given port, so a test can point a client at an address first and
+    /// bring OpenBao up there later. The cluster listener takes `port + 1`: pick the port with
+    /// [`free_port_pair`](crate::free_port_pair).
+    pub fn dev_on(port: u16) -> OpenBao {
         let temp = TempDir::with_prefix("vaultlet-bao-").expect("create temp dir");
         let mut bao = OpenBao {
             server: None,
             kind: Kind::Dev,
-            port: util::free_port_pair(),
+            port,
             token: format!("root-{}", random_hex(12)),
             dir: temp.path().to_path_buf(),
             _temp: Some(temp),
@@ -121,11 +128,7 @@ impl OpenBao {
         bao.wait_health(|s| s == 501 || s == 503 || s == 200, "OpenBao listening");
         bao.initialize();
         bao.unseal();
-        bao.api(
-            "POST",
-            "sys/mounts/secret",
-            Some(json!({"type": "kv", "options": {"version": "2"}})),
-        );
+        bao.enable_kv("secret", 2);
         bao
     }
 

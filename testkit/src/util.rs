@@ -14,7 +14,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A free port `p` such that `p + 1` is free too (OpenBao's cluster listener takes port + 1).
-pub(crate) fn free_port_pair() -> u16 {
+pub fn free_port_pair() -> u16 {
     for _ in 0..50 {
         let port = free_port();
         if port < u16::MAX && TcpListener::bind((Ipv4Addr::LOCALHOST, port + 1)).is_ok() {

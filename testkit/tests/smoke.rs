@@ -38,6 +38,17 @@ fn dev_server_writes_and_reads_kv() {
 }
 
 #[test]
+fn dev_server_comes_up_on_a_chosen_port() {
+    let port = vaultlet_testkit::free_port_pair();
+    let before =
+        vaultlet_testkit::http::request(&format!("127.0.0.1:{port}"), "GET", "/", &[], None);
+    assert!(before.is_err(), "nothing listens before the server starts");
+    let bao = OpenBao::dev_on(port);
+    assert_eq!(bao.addr(), format!("http://127.0.0.1:{port}"));
+    assert_eq!(bao.read("sys/health")["sealed"], false);
+}
+
+#[test]
 fn approle_login_with_plain_and_wrapped_secret_id() {
     let bao = OpenBao::dev();
     bao.write_kv("secret/app", &[("password", "s3cret")]);

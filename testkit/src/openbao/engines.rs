@@ -1,9 +1,11 @@
 //! Secrets engine setup: KV v1/v2, database (PostgreSQL) and PKI.
 
+use std::time::Duration;
+
 use serde_json::{Map, Value, json};
 
 use super::{OpenBao, str_at};
-use crate::Postgres;
+use crate::{Postgres, wait_until};
 
 /// A KV path split into its mount (`"secret/"`), the rest and the engine version.
 struct KvPath {
@@ -13,12 +15,24 @@ struct KvPath {
 }
 
 impl OpenBao {
-    /// Mounts a KV engine of `version` (1 or 2) at `mount`.
+    /// Mounts a KV engine of `version` (1 or 2) at `mount`; for KV v2, waits until the new
+    /// mount has finished its upgrade and serves requests.
     pub fn enable_kv(&self, mount: &str, version: u8) {
         self.write(
             &format!("sys/mounts/{mount}"),
             json!({ "type": "kv", "options": { "version": version.to_string() } }),
         );
+        if version == 2 {
+            let config = format!("{}/config", mount.trim_end_matches('/'));
+            wait_until(
+                Duration::from_secs(10),
+                &format!("KV v2 mount {mount} ready"),
+                || {
+                    self.try_api(Some(self.root_token()), "GET", &config, None)
+                        .is_success()
+                },
+            );
+        }
     }
 
     /// Writes `pairs` at KV `path` ("secret/app"), KV v1 or v2 alike, replacing the secret.
