@@ -18,7 +18,8 @@ For each ci/*.yaml value set (plus the chart defaults):
      it is started with the rendered args and env (on loopback ports) and called like the API
      server would: HTTPS to <service>.<namespace>.svc at the webhook's path, verified with the
      rendered caBundle (mode helm), expecting an injected Pod.
-Then: values that must be rejected (schema and template checks), `helm package`, and
+Then: values that must be rejected (schema and template checks), certificate reuse on upgrade
+(mode helm, with `lookup` stubbed), `helm package`, and
 docs/install.md's values table against values.yaml.
 helm-sdkpy (0.1.32) has no dry-run, client-only or template action, so rendering needs
 helm-python-sdk; without it the script fails with a message saying how to install it.
@@ -455,6 +456,38 @@ def _sni(ctx: ssl.SSLContext, host: str) -> ssl.SSLContext:
     return ctx
 
 
+def check_keeps_certificate(hp, chart: Path, fails: Failures) -> None:
+    """Mode helm keeps an existing Secret's CA and certificate on upgrade. Offline rendering
+    cannot reach a cluster (lookup returns nothing), so a copy of the chart has its `lookup`
+    call replaced by a value holding a Secret as the API server would return it."""
+    print("== mode helm keeps the existing certificate on upgrade (lookup stubbed)")
+    with tempfile.TemporaryDirectory(prefix="vaultlet-lookup-") as tmp:
+        copy_dir = Path(tmp) / chart.name
+        shutil.copytree(chart, copy_dir)
+        (copy_dir / "values.schema.json").unlink()
+        webhook = copy_dir / "templates" / "webhook.yaml"
+        text = webhook.read_text()
+        call = 'lookup "v1" "Secret" .Release.Namespace $secretName'
+        if call not in text:
+            fails.add("lookup", f"templates/webhook.yaml no longer contains `{call}`: update this check")
+            return
+        webhook.write_text(text.replace(call, "(.Values.stubLookup | default dict)"))
+        existing = {"ca.crt": "Q0E=", "tls.crt": "Q1JU", "tls.key": "S0VZ"}
+        stub = {"apiVersion": "v1", "kind": "Secret", "data": existing}
+
+        def rendered(values: dict[str, Any]) -> tuple[dict[str, str], str]:
+            docs = render(hp, copy_dir, values)
+            secret = by_kind(docs, "Secret")[0]["data"]
+            return secret, by_kind(docs, "MutatingWebhookConfiguration")[0]["webhooks"][0]["clientConfig"]["caBundle"]
+
+        kept, bundle = rendered({"stubLookup": stub})
+        fails.check("lookup", kept == existing and bundle == existing["ca.crt"], "existing Secret: same CA, certificate and key; caBundle is its CA")
+        fresh, bundle = rendered({"stubLookup": stub, "tls": {"helm": {"regenerate": True}}})
+        fails.check("lookup", fresh["ca.crt"] != existing["ca.crt"] and bundle == fresh["ca.crt"], "tls.helm.regenerate=true: a new CA, and the caBundle follows it")
+        partial, _ = rendered({"stubLookup": {"data": {"ca.crt": "Q0E="}}})
+        fails.check("lookup", partial["ca.crt"] != "Q0E=", "an incomplete existing Secret is replaced by a new CA and certificate")
+
+
 def check_package(chart: Path, fails: Failures) -> None:
     """helm package (helm-sdkpy) produces vaultlet-<version>.tgz."""
     import helm_sdkpy
@@ -577,6 +610,7 @@ def main() -> int:
         check_injector_serves(docs, deep_merge(defaults, values), fails, where)
     if hp is not None:
         check_negative(hp, chart, fails)
+        check_keeps_certificate(hp, chart, fails)
     check_package(chart, fails)
     check_install_doc(defaults, fails)
     if fails.items:
