@@ -3,6 +3,7 @@
 //! It answers `POST /apis/authentication.k8s.io/v1/tokenreviews` like the API server does, for
 //! service account JWTs it issued with [`TokenReviewServer::sa_token`] and has not revoked.
 //! Signatures are not checked (the JWTs carry a dummy one); identity comes from the payload.
+//! As on a real API server, the caller's own bearer token must be valid too, else 401.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -40,6 +41,14 @@ impl State {
             return (404, "application/json", not_found(&req.path).to_string());
         }
         self.requests.fetch_add(1, Ordering::SeqCst);
+        // Like the API server, the caller must itself present a valid token (OpenBao sends the
+        // JWT under review when no `token_reviewer_jwt` is configured).
+        let bearer = req
+            .header("authorization")
+            .and_then(|h| h.strip_prefix("Bearer "));
+        if !bearer.is_some_and(|t| self.valid().contains(t)) {
+            return (401, "application/json", unauthorized().to_string());
+        }
         (201, "application/json", review(self, &req.body).to_string())
     }
 }
@@ -195,6 +204,17 @@ fn decode_payload(token: &str) -> Option<Value> {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
 }
 
+fn unauthorized() -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": "Unauthorized",
+        "reason": "Unauthorized",
+        "code": 401,
+    })
+}
+
 fn not_found(path: &str) -> Value {
     json!({
         "kind": "Status",
@@ -231,6 +251,29 @@ mod tests {
         assert_eq!(status["user"]["username"], "system:serviceaccount:ns1:app");
         assert_eq!(status["user"]["uid"], "uid-1");
         assert_eq!(status["audiences"], json!(["vault"]));
+    }
+
+    #[test]
+    fn answers_over_http_like_the_api_server() {
+        let server = TokenReviewServer::start();
+        let token = issued(&server);
+        let host = server.addr().to_string();
+        let body = json!({ "spec": { "token": token, "audiences": ["vault"] } }).to_string();
+        let post = |auth: &str| {
+            let headers = [
+                ("Authorization", auth),
+                ("Content-Type", "application/json"),
+            ];
+            crate::http::request(&host, "POST", REVIEW_PATH, &headers, Some(body.as_bytes()))
+                .expect("POST tokenreview")
+        };
+        let ok = post(&format!("Bearer {token}"));
+        assert_eq!(ok.status, 201);
+        assert_eq!(ok.json()["status"]["authenticated"], true);
+        assert_eq!(post("Bearer not-issued").status, 401);
+        let other = crate::http::request(&host, "GET", "/api/v1/pods", &[], None).expect("GET");
+        assert_eq!(other.status, 404);
+        assert_eq!(server.requests(), 2);
     }
 
     #[test]
