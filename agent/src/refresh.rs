@@ -526,16 +526,14 @@ impl Agent {
                 let now = Instant::now();
                 let s = &mut self.secrets[i];
                 let near_max = !granted.renewable || capped(requested, granted.ttl);
-                let at = next_renewal(granted.ttl, now, jitter());
-                s.due = Some((
-                    at,
-                    if near_max {
-                        Due::Refetch
-                    } else {
-                        Due::RenewLease
-                    },
-                ));
                 debug!(secret = %s.spec.name, ttl_secs = granted.ttl.as_secs(), near_max, "lease renewed");
+                if near_max {
+                    // The old secret stays valid for the rest of its TTL: the app gets the
+                    // new one now, with that whole time to switch.
+                    info!(secret = %s.spec.name, "lease is near its max TTL; fetching a new secret");
+                    return self.fetch_into(i, token).await;
+                }
+                s.due = Some((next_renewal(granted.ttl, now, jitter()), Due::RenewLease));
                 if let Some(f) = &mut s.fetched {
                     f.lease = Some(granted);
                 }
@@ -690,12 +688,15 @@ fn token_state(token: Token, login_ttl: Duration, now: Instant) -> TokenState {
         (None, None)
     } else {
         let at = next_renewal(token.ttl, now, jitter());
-        let action = if token.renewable && !capped(login_ttl, token.ttl) {
-            TokenAction::Renew
+        let next = if capped(login_ttl, token.ttl) {
+            // Near the max TTL: log in again now, while the old token (and its leases) live.
+            (now, TokenAction::Relogin)
+        } else if token.renewable {
+            (at, TokenAction::Renew)
         } else {
-            TokenAction::Relogin
+            (at, TokenAction::Relogin)
         };
-        (Some(now + token.ttl), Some((at, action)))
+        (Some(now + token.ttl), Some(next))
     };
     TokenState {
         token,
@@ -799,7 +800,7 @@ mod tests {
         let t = token_state(mk(30, true), Duration::from_secs(30), now);
         assert_eq!(t.next.map(|n| n.1), Some(TokenAction::Renew));
         let t = token_state(mk(10, true), Duration::from_secs(30), now);
-        assert_eq!(t.next.map(|n| n.1), Some(TokenAction::Relogin));
+        assert_eq!(t.next, Some((now, TokenAction::Relogin)));
         let t = token_state(mk(30, false), Duration::from_secs(30), now);
         assert_eq!(t.next.map(|n| n.1), Some(TokenAction::Relogin));
     }

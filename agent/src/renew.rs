@@ -38,10 +38,10 @@ pub fn cert_refresh_delay(
     at.duration_since(wall_now).unwrap_or_default()
 }
 
-/// True when Vault granted noticeably less than asked: the max TTL is near, so renewing
-/// again will not help and a new secret (or login) is due.
+/// True when Vault granted less than asked (in whole seconds, as Vault counts): the max TTL
+/// is near, so renewing again will not help and a new secret (or login) is due.
 pub fn capped(requested: Duration, granted: Duration) -> bool {
-    granted + Duration::from_secs(1) < requested
+    granted.as_secs() < requested.as_secs()
 }
 
 /// Exponential backoff for the `attempt`-th consecutive failure (0-based), capped at `max`,
@@ -101,8 +101,9 @@ mod tests {
     #[test]
     fn capped_grants() {
         assert!(!capped(S(30), S(30)));
-        assert!(!capped(S(30), S(29) + Duration::from_millis(500)));
+        assert!(!capped(S(30), S(30) + Duration::from_millis(500)));
         assert!(capped(S(30), S(12)));
+        assert!(capped(S(2), S(1)));
     }
 
     #[test]
