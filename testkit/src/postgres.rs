@@ -1,25 +1,28 @@
 //! A throwaway PostgreSQL cluster on loopback for the database secrets engine.
 
+use std::os::unix::fs::chown;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use std::os::unix::fs::chown;
-
+use nix::sys::signal::Signal;
 use nix::unistd::{Uid, User};
 
-use crate::{TempDir, free_port, log_tail, pg_bin_dir, random_hex};
+use crate::{Process, TempDir, free_port, pg_bin_dir, random_hex, wait_until};
 
 const SUPERUSER: &str = "postgres";
 
-/// A PostgreSQL server on `127.0.0.1:<port>` with unix sockets in its temp dir; stopped
-/// (`pg_ctl stop -m immediate`) on drop. Runs as user `postgres` when the tests run as root,
-/// since PostgreSQL refuses to run as root.
+/// A PostgreSQL server on `127.0.0.1:<port>` with unix sockets in its temp dir, run in the
+/// foreground as a [`Process`] and killed on drop. Runs as user `postgres` when the tests run
+/// as root, since PostgreSQL refuses to run as root.
 pub struct Postgres {
+    // Declared first: the server must die before its directory is removed.
+    server: Option<Process>,
     bin: PathBuf,
     port: u16,
     password: String,
     run_as: Option<User>,
-    running: bool,
     temp: TempDir,
 }
 
@@ -28,23 +31,23 @@ impl std::fmt::Debug for Postgres {
         f.debug_struct("Postgres")
             .field("port", &self.port)
             .field("dir", &self.temp.path())
-            .field("running", &self.running)
+            .field("running", &self.server.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Postgres {
     /// `initdb` in a temp dir (superuser `postgres` with a random password, scram over TCP)
-    /// and `pg_ctl start` on a free port; returns once the server accepts connections.
+    /// and `postgres` on a free port; returns once the server accepts connections.
     pub fn start() -> Postgres {
         let run_as = Uid::effective().is_root().then(postgres_user);
         let temp = TempDir::with_prefix("vaultlet-pg-").expect("create temp dir");
         let mut pg = Postgres {
+            server: None,
             bin: pg_bin_dir(),
             port: free_port(),
             password: random_hex(16),
             run_as,
-            running: false,
             temp,
         };
         pg.initdb();
@@ -101,41 +104,47 @@ impl Postgres {
         self.psql_as(user, password, "SELECT 1").status.success()
     }
 
-    /// Stops the server (`pg_ctl stop -m immediate`); data stays for [`start_again`](Self::start_again).
+    /// Stops the server (fast shutdown: SIGINT, SIGKILL after 10 s); the data stays for
+    /// [`start_again`](Self::start_again).
     pub fn stop(&mut self) {
-        if self.running {
-            self.running = false;
-            let out = self.pg_ctl(&["stop", "-m", "immediate", "-w"]);
-            if !out.status.success() {
-                eprintln!(
-                    "pg_ctl stop failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+        if let Some(mut server) = self.server.take() {
+            server.stop_with(Signal::SIGINT, Duration::from_secs(10));
         }
     }
 
-    /// Starts a stopped server again on the same port and data.
+    /// Kills the server at once (SIGKILL, like a crash); the data stays.
+    pub fn kill(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.kill();
+        }
+    }
+
+    /// Starts a stopped server again on the same port and data; returns once it accepts
+    /// connections.
     pub fn start_again(&mut self) {
-        if self.running {
+        if self.server.is_some() {
             return;
         }
-        let opts = format!(
-            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=off",
-            self.port,
-            self.temp.path().display()
+        let dir = self.temp.path();
+        let mut cmd = self.server_cmd("postgres");
+        cmd.arg("-D").arg(dir.join("data"));
+        cmd.args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]);
+        cmd.arg("-c").arg(format!("port={}", self.port));
+        cmd.arg("-c")
+            .arg(format!("unix_socket_directories={}", dir.display()));
+        let mut server = Process::spawn("PostgreSQL", cmd, &dir.join("postgres.log"));
+        let pid_file = dir.join("data/postmaster.pid");
+        wait_until(
+            Duration::from_secs(60),
+            "PostgreSQL accepting connections",
+            || {
+                server.assert_running();
+                // Line 8 of postmaster.pid is the server status, "ready" once it accepts connections.
+                std::fs::read_to_string(&pid_file)
+                    .is_ok_and(|pid| pid.lines().nth(7).is_some_and(|l| l.trim() == "ready"))
+            },
         );
-        let log = self.temp.path().join("postgres.log");
-        let log_arg = log.display().to_string();
-        let out = self.pg_ctl(&["start", "-w", "-t", "60", "-l", &log_arg, "-o", &opts]);
-        assert!(
-            out.status.success(),
-            "pg_ctl start failed ({}): {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            log_tail(&log, 30)
-        );
-        self.running = true;
+        self.server = Some(server);
     }
 
     fn initdb(&self) {
@@ -160,6 +169,7 @@ impl Postgres {
             "--no-instructions",
         ]);
         let out = cmd.output().expect("run initdb");
+        let _ = std::fs::remove_file(&pwfile);
         assert!(
             out.status.success(),
             "initdb failed ({}): {}",
@@ -168,23 +178,12 @@ impl Postgres {
         );
     }
 
-    fn pg_ctl(&self, args: &[&str]) -> Output {
-        let mut cmd = self.server_cmd("pg_ctl");
-        cmd.arg("-D").arg(self.temp.path().join("data")).args(args);
-        cmd.output().expect("run pg_ctl")
-    }
-
-    /// A server-side binary from the PostgreSQL bin dir, via `runuser -u postgres` as root.
+    /// A server-side binary from the PostgreSQL bin dir, as user `postgres` when root.
     fn server_cmd(&self, name: &str) -> Command {
-        let bin = self.bin.join(name);
-        let mut cmd = match &self.run_as {
-            Some(user) => {
-                let mut cmd = Command::new("runuser");
-                cmd.args(["-u", &user.name, "--"]).arg(bin);
-                cmd
-            }
-            None => Command::new(bin),
-        };
+        let mut cmd = Command::new(self.bin.join(name));
+        if let Some(user) = &self.run_as {
+            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        }
         scrub_pg_env(&mut cmd);
         cmd.current_dir(self.temp.path()).stdin(Stdio::null());
         cmd
@@ -211,20 +210,6 @@ impl Postgres {
         .stdin(Stdio::null())
         .output()
         .expect("run psql")
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.temp.path().join("postgres.log");
-            eprintln!(
-                "--- last lines of {} ---\n{}",
-                log.display(),
-                log_tail(&log, 30)
-            );
-        }
-        self.stop();
     }
 }
 

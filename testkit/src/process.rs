@@ -9,14 +9,22 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
+/// Kills process group `$2` once process `$1` (the test) is gone, so servers do not outlive a
+/// test binary that was killed (timeout, Ctrl-C) before its destructors ran.
+const WATCHDOG: &str =
+    r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done; kill -KILL -"$2" 2>/dev/null"#;
+
 /// A spawned process (a server, the agent under test, ...) in its own process group, with
 /// stdout and stderr appended to a log file. Dropping it kills the whole group; if the test is
-/// panicking, the log's last lines are printed first.
+/// panicking, the log's last lines are printed first. A watchdog in the group kills it within
+/// a second if the test process dies without running destructors.
 #[derive(Debug)]
 pub struct Process {
     child: Child,
     /// Set once the child has been reaped: its pid may then belong to someone else.
     reaped: bool,
+    /// A member of the group (keeping the group id from being reused) until reaped.
+    watchdog: Option<Child>,
     name: String,
     log: PathBuf,
 }
@@ -37,9 +45,11 @@ impl Process {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        let watchdog = spawn_watchdog(std::process::id(), child.id());
         Process {
             child,
             reaped: false,
+            watchdog,
             name: name.to_string(),
             log: log.to_path_buf(),
         }
@@ -111,33 +121,36 @@ impl Process {
 
     /// SIGTERM to the group, then SIGKILL if it has not exited within `grace`.
     pub fn stop(&mut self, grace: Duration) {
-        if self.reaped {
-            return;
-        }
-        let group = self.group();
-        let _ = killpg(group, Signal::SIGTERM);
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                // Stragglers in the group (the leader is gone, the group id still names them).
-                let _ = killpg(group, Signal::SIGKILL);
-                self.reaped = true;
-                return;
+        self.stop_with(Signal::SIGTERM, grace);
+    }
+
+    /// `signal` to the group, then SIGKILL if the process has not exited within `grace`.
+    pub fn stop_with(&mut self, signal: Signal, grace: Duration) {
+        if !self.reaped {
+            let _ = killpg(self.group(), signal);
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline && self.try_exit().is_none() {
+                std::thread::sleep(Duration::from_millis(10));
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
         self.kill();
     }
 
-    /// SIGKILL to the whole group and reap the child.
+    /// SIGKILL to the whole group (stragglers included) and reap the child.
     pub fn kill(&mut self) {
-        if self.reaped {
-            return;
+        // The group id is safe to signal while the child or the watchdog is unreaped.
+        if !self.reaped || self.watchdog.is_some() {
+            let _ = killpg(self.group(), Signal::SIGKILL);
         }
-        let _ = killpg(self.group(), Signal::SIGKILL);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.reaped = true;
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.reaped = true;
+        }
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
     }
 
     fn group(&self) -> Pid {
@@ -158,6 +171,22 @@ impl Drop for Process {
         }
         self.kill();
     }
+}
+
+/// Starts the [`WATCHDOG`] for `parent` inside process group `group`; `None` if the group is
+/// already gone.
+fn spawn_watchdog(parent: u32, group: u32) -> Option<Child> {
+    let pgid = i32::try_from(group).ok()?;
+    Command::new("sh")
+        .args(["-c", WATCHDOG, "vaultlet-testkit-watchdog"])
+        .arg(parent.to_string())
+        .arg(group.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(pgid)
+        .spawn()
+        .ok()
 }
 
 fn open_log(path: &Path) -> File {
@@ -201,6 +230,29 @@ mod tests {
         assert_eq!(status.code(), Some(3));
         assert!(p.log().contains("got-term"));
         assert_eq!(p.try_exit().map(|s| s.code()), Some(Some(3)));
+    }
+
+    #[test]
+    fn watchdog_kills_the_group_when_the_parent_dies() {
+        let mut parent = Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("fake parent");
+        let mut server = Command::new("sleep")
+            .arg("60")
+            .process_group(0)
+            .spawn()
+            .expect("fake server");
+        let mut watchdog = spawn_watchdog(parent.id(), server.id()).expect("watchdog");
+        assert!(server.try_wait().expect("try_wait").is_none());
+        parent.kill().expect("kill fake parent");
+        parent.wait().expect("reap fake parent");
+        crate::wait_until(
+            Duration::from_secs(5),
+            "server killed by the watchdog",
+            || server.try_wait().expect("try_wait").is_some(),
+        );
+        let _ = watchdog.wait();
     }
 
     #[test]

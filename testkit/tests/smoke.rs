@@ -128,7 +128,7 @@ fn kubernetes_login_uses_the_tokenreview_server_and_honours_revocation() {
 
 #[test]
 fn postgres_dynamic_credentials_can_log_in() {
-    let pg = Postgres::start();
+    let mut pg = Postgres::start();
     assert_eq!(pg.psql("SELECT 40 + 2"), "42");
     let bao = OpenBao::dev();
     bao.enable_database_postgres(&pg, "app", "1m", "5m");
@@ -142,6 +142,13 @@ fn postgres_dynamic_credentials_can_log_in() {
     );
     assert!(pg.can_login(user, password));
     assert!(!pg.can_login(user, "wrong-password"));
+    pg.stop();
+    assert!(
+        !pg.can_login(user, password),
+        "no login while PostgreSQL is down"
+    );
+    pg.start_again();
+    assert!(pg.can_login(user, password), "data survives a restart");
 
     let lease = creds["lease_id"].as_str().expect("lease_id");
     bao.write("sys/leases/revoke", json!({ "lease_id": lease }));
