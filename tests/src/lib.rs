@@ -6,7 +6,9 @@
 //! | [`podrun`] | the harness: volumes as directories, containers as processes, kubelet ordering |
 //! | [`injector`] | mutates a Pod with the real `vaultlet-injector preview` |
 //! | [`bins`] | finds the built `vaultlet-agent` / `vaultlet-injector` binaries |
+//! | [`sample`] | a `samples/<name>` set up against real OpenBao (and PostgreSQL) for a pod test |
 
 pub mod bins;
 pub mod injector;
 pub mod podrun;
+pub mod sample;

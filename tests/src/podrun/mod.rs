@@ -158,6 +158,7 @@ pub struct PodSetup<'a> {
     config_maps: SecretData,
     minter: Option<TokenMinter<'a>>,
     vault_addr: Option<String>,
+    ports: BTreeMap<u16, u16>,
     apps: BTreeMap<String, StandIn>,
     agent_bin: Option<PathBuf>,
     isolation: Option<Isolation>,
@@ -186,6 +187,7 @@ impl<'a> PodSetup<'a> {
             config_maps: BTreeMap::new(),
             minter: None,
             vault_addr: None,
+            ports: BTreeMap::new(),
             apps: BTreeMap::new(),
             agent_bin: None,
             isolation: None,
@@ -231,6 +233,13 @@ impl<'a> PodSetup<'a> {
     /// Points every agent at this Vault address instead of the injected one.
     pub fn vault_addr(mut self, addr: impl Into<String>) -> Self {
         self.vault_addr = Some(addr.into());
+        self
+    }
+
+    /// Gives the Pod's loopback port `pod_port` the host port `host_port`: the agent's
+    /// `http://127.0.0.1:<pod_port>` notifications go there, and apps get `PORT_<pod_port>`.
+    pub fn port(mut self, pod_port: u16, host_port: u16) -> Self {
+        self.ports.insert(pod_port, host_port);
         self
     }
 
@@ -310,6 +319,7 @@ impl<'a> PodSetup<'a> {
             work_dir: self.work_dir,
             secrets: self.secrets,
             vault_addr: self.vault_addr,
+            ports: self.ports,
             apps: self.apps,
             init_timeout: self.init_timeout,
             cancel: self.cancel,
@@ -455,6 +465,7 @@ pub struct PodRun {
     work_dir: PathBuf,
     secrets: SecretData,
     vault_addr: Option<String>,
+    ports: BTreeMap<u16, u16>,
     apps: BTreeMap<String, StandIn>,
     init_timeout: Duration,
     cancel: Option<Arc<AtomicBool>>,
@@ -611,7 +622,13 @@ impl PodRun {
         if c.is_agent() {
             for (name, value) in &mut env {
                 if name == CONFIG_ENV {
-                    *value = rewrite_agent_config(&c.name, value, map, self.vault_addr.as_deref())?;
+                    *value = rewrite_agent_config(
+                        &c.name,
+                        value,
+                        map,
+                        self.vault_addr.as_deref(),
+                        &self.ports,
+                    )?;
                 }
             }
         } else {
@@ -624,6 +641,9 @@ impl PodRun {
                 Path::new(vaultlet_agent::config::DEFAULT_SECRETS_DIR),
             );
             env.push(("SECRETS_DIR".into(), secrets_dir.display().to_string()));
+            for (pod_port, host_port) in &self.ports {
+                env.push((format!("PORT_{pod_port}"), host_port.to_string()));
+            }
         }
         Ok(env)
     }

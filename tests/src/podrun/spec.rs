@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use serde_json::Value;
-use vaultlet_agent::config::{AgentConfig, AuthConfig};
+use vaultlet_agent::config::{AgentConfig, AuthConfig, NotifySpec};
 
 use super::PodError;
 
@@ -205,6 +205,7 @@ pub fn rewrite_agent_config(
     json: &str,
     map: &MountMap,
     vault_addr: Option<&str>,
+    ports: &BTreeMap<u16, u16>,
 ) -> Result<String, PodError> {
     let bad = |reason: String| PodError::AgentConfig {
         container: container.into(),
@@ -245,7 +246,34 @@ pub fn rewrite_agent_config(
     if let Some(addr) = vault_addr {
         cfg.vault.address = addr.to_string();
     }
+    let notifies = cfg
+        .notify
+        .iter_mut()
+        .chain(cfg.secrets.iter_mut().flat_map(|s| s.notify.iter_mut()));
+    for n in notifies {
+        if let NotifySpec::Http { url, .. } = n {
+            *url = remap_loopback_port(url, ports);
+        }
+    }
     Ok(cfg.to_json())
+}
+
+/// `http://127.0.0.1:P/x` (or `localhost`) with `P` in `ports` -> `http://127.0.0.1:<ports[P]>/x`.
+///
+/// The Pod's loopback is its own in Kubernetes; here it is the host's, so the test gives each
+/// port the app listens on a free host port.
+pub fn remap_loopback_port(url: &str, ports: &BTreeMap<u16, u16>) -> String {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return url.to_string();
+    };
+    match (host, port.parse::<u16>().ok().and_then(|p| ports.get(&p))) {
+        ("127.0.0.1" | "localhost", Some(mapped)) => format!("http://127.0.0.1:{mapped}{path}"),
+        _ => url.to_string(),
+    }
 }
 
 /// Resolves a container's `env` to `(name, value)` pairs. `value`, `fieldRef` (name, namespace,
@@ -414,8 +442,14 @@ mod tests {
             "auth":{"method":"approle","roleIdFile":"/vault/approle/role-id","secretIdFile":"/vault/approle/secret-id"},
             "secrets":[{"name":"db","path":"secret/data/db","file":"db"}],
             "paths":{"secretsDir":"/vault/secrets","stateDir":"/vault/agent"}}"#;
-        let out =
-            rewrite_agent_config("a", cfg, &mk_map(), Some("http://127.0.0.1:1")).expect("rewrite");
+        let out = rewrite_agent_config(
+            "a",
+            cfg,
+            &mk_map(),
+            Some("http://127.0.0.1:1"),
+            &BTreeMap::new(),
+        )
+        .expect("rewrite");
         let cfg: AgentConfig = serde_json::from_str(&out).expect("json");
         assert_eq!(cfg.paths.secrets_dir, Path::new("/h/s"));
         assert_eq!(cfg.paths.state_dir, Path::new("/h/r/agent"));
@@ -436,11 +470,29 @@ mod tests {
             "auth":{"method":"kubernetes","role":"app"},
             "secrets":[{"name":"db","path":"secret/data/db","file":"db"}]}"#;
         // The default SA token path is not under any mount of mk_map.
-        let err = rewrite_agent_config("a", cfg, &mk_map(), None).expect_err("unmapped path");
+        let err = rewrite_agent_config("a", cfg, &mk_map(), None, &BTreeMap::new())
+            .expect_err("unmapped path");
         assert!(
             err.to_string()
                 .contains("/var/run/secrets/vaultlet.io/serviceaccount/token"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn loopback_ports_are_remapped() {
+        let ports = [(9090, 41000)].into();
+        let remap = |u: &str| remap_loopback_port(u, &ports);
+        assert_eq!(
+            remap("http://127.0.0.1:9090/-/reload"),
+            "http://127.0.0.1:41000/-/reload"
+        );
+        assert_eq!(remap("http://localhost:9090"), "http://127.0.0.1:41000");
+        assert_eq!(remap("http://127.0.0.1:8080/x"), "http://127.0.0.1:8080/x");
+        assert_eq!(remap("http://app:9090/x"), "http://app:9090/x");
+        assert_eq!(
+            remap("https://127.0.0.1:9090/x"),
+            "https://127.0.0.1:9090/x"
         );
     }
 
