@@ -9,11 +9,14 @@
 //! | [`OpenBao::dev`] | `bao server -dev` on `127.0.0.1:<free port>` |
 //! | [`OpenBao::persistent`] | on-disk (single-node raft) server that survives [`OpenBao::stop`] / [`OpenBao::start`] |
 //! | [`TokenReviewServer`] | the one Kubernetes stand-in: `POST .../tokenreviews` for OpenBao's kubernetes auth |
-//! | [`Postgres`] | PostgreSQL from `VAULTLET_PG_BIN` for the database secrets engine |
+//! | [`Postgres`] | PostgreSQL from `VAULTLET_PG_BIN` (as user `postgres` when root) for the database engine |
 //! | [`HttpRecorder`] | records HTTP calls (the agent's `http://` notify target) |
 //! | [`Process`] | any child (e.g. the agent binary) in its own process group, logging to a file |
 //!
-//! The binaries come from `source scripts/tools.sh` ([`bao_bin`], [`pg_bin_dir`]).
+//! The binaries come from `source scripts/tools.sh` ([`bao_bin`], [`pg_bin_dir`]). Servers are
+//! killed when their handle drops, and by a watchdog within ~1 s if the test process itself
+//! is killed first. Logs stay in each server's temp dir; their tail is printed when a test
+//! panics while the server is alive.
 //!
 //! [`OpenBao`] helpers, all with the root token unless named `*_with_token`:
 //! - CLI: [`bao`](OpenBao::bao), [`bao_ok`](OpenBao::bao_ok), [`bao_with_token`](OpenBao::bao_with_token);
