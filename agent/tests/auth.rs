@@ -139,3 +139,52 @@ fn kubernetes_auth_via_token_review() {
     );
     assert_no_leak(&log, &[&password, &jwt]);
 }
+
+#[test]
+fn approle_token_is_renewed_then_replaced_near_its_max_ttl() {
+    let bao = mk_bao("pw");
+    let (role_id, secret_id) = bao.enable_approle("app", &["app"]);
+    bao.write(
+        "auth/approle/role/app",
+        json!({ "token_policies": ["app"], "token_ttl": "3s", "token_max_ttl": "7s" }),
+    );
+    let h = Harness::new();
+    let mut cfg = config(
+        &bao.addr(),
+        h.approle_auth(&role_id, &secret_id, false),
+        mk_secrets(),
+    );
+    cfg["paths"] = json!({ "tokenSink": h.sink() });
+    let mut agent = h.run(&cfg);
+    h.wait_ready(&mut agent, Duration::from_secs(10));
+    let token1 = read(&h.sink());
+    common::wait_log(&mut agent, "token renewed", Duration::from_secs(5));
+    common::wait_log(
+        &mut agent,
+        "near its max TTL; logging in again",
+        Duration::from_secs(10),
+    );
+    vaultlet_testkit::wait_until(Duration::from_secs(5), "a new token in the sink", || {
+        let t = read(&h.sink());
+        !t.is_empty() && t != token1
+    });
+    // The new token works: a change is picked up.
+    bao.write_kv(
+        "secret/app",
+        &[("username", "app-user"), ("password", "pw2")],
+    );
+    vaultlet_testkit::wait_until(
+        Duration::from_secs(5),
+        "file updated with the new token",
+        || {
+            agent.assert_running();
+            read(&h.file("app.env")).contains("pw2")
+        },
+    );
+    let log = agent.log();
+    assert!(
+        !log.contains("refresh failed"),
+        "no refresh may fail around the re-login: {log}"
+    );
+    assert_no_leak(&log, &[&secret_id, &token1, &read(&h.sink())]);
+}

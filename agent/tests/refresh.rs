@@ -219,3 +219,57 @@ fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::process
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn kv1_pinned_versions_and_reading_data_when_metadata_is_denied() {
+    let bao = OpenBao::dev();
+    bao.enable_kv("kv1", 1);
+    bao.write_kv("kv1/app", &[("a", "1")]);
+    bao.write_kv("secret/app", &[("x", "1")]);
+    bao.write_kv("secret/app", &[("x", "2")]);
+    // Data only: no metadata capability, so the agent must fall back to re-reading the data.
+    bao.policy(
+        "app",
+        r#"path "kv1/app" { capabilities = ["read"] }
+           path "secret/data/app" { capabilities = ["read"] }"#,
+    );
+    let token = bao.create_token(&["app"], None);
+    let h = Harness::new();
+    let cfg = config(
+        &bao.addr(),
+        h.token_auth(&token),
+        json!([
+            { "name": "v1", "path": "kv1/app", "file": "v1.env" },
+            { "name": "pinned", "path": "secret/data/app", "version": 1, "file": "pinned.env" },
+            { "name": "latest", "path": "secret/data/app", "file": "latest.json", "format": "json" }
+        ]),
+    );
+    let mut agent = h.run(&cfg);
+    h.wait_ready(&mut agent, Duration::from_secs(10));
+    assert_eq!(read(&h.file("v1.env")), "a=1\n");
+    assert_eq!(read(&h.file("pinned.env")), "x=1\n");
+    assert_eq!(read(&h.file("latest.json")), "{\n  \"x\": \"2\"\n}\n");
+
+    bao.write_kv("kv1/app", &[("a", "2")]);
+    bao.write_kv("secret/app", &[("x", "3")]);
+    wait_until(
+        Duration::from_secs(5),
+        "KV v1 and latest KV v2 re-read",
+        || {
+            agent.assert_running();
+            read(&h.file("v1.env")) == "a=2\n" && read(&h.file("latest.json")).contains("\"3\"")
+        },
+    );
+    assert_eq!(
+        read(&h.file("pinned.env")),
+        "x=1\n",
+        "a pinned version never moves"
+    );
+    assert!(
+        agent
+            .log()
+            .contains("policy does not allow reading KV metadata"),
+        "{}",
+        agent.log()
+    );
+}
