@@ -19,6 +19,14 @@ pub enum BinError {
         /// Paths that were tried.
         looked: String,
     },
+    /// The binary is older than its sources.
+    #[error("{path} is older than its sources; rebuild it: cargo build -p {name}")]
+    Stale {
+        /// The binary.
+        path: String,
+        /// Binary (and package) name.
+        name: String,
+    },
 }
 
 /// `vaultlet-agent`: `$VAULTLET_AGENT_BIN`, else beside this executable in the target dir.

@@ -140,7 +140,12 @@ impl SampleEnv {
         let object = injector::mutate(&bin, &text, &self.injector_flags(extra_flags))
             .unwrap_or_else(|e| panic!("samples/{}: {e}", self.name));
         let mutated = injector::pod_of(&object);
-        save_for_validation(&self.name, &mutated);
+        let mut label = self.name.clone();
+        for flag in extra_flags {
+            label.push('-');
+            label.extend(flag.chars().filter(char::is_ascii_alphanumeric));
+        }
+        save_for_validation(&label, &mutated);
         mutated
     }
 
@@ -253,11 +258,11 @@ pub fn postgres_url(pg: &Postgres) -> String {
     )
 }
 
-/// Writes the mutated Pod to `$VAULTLET_VALIDATE_DIR/e2e-<name>.json` when that is set
-/// (scripts/test.sh validates every file there with kubernetes-validate).
+/// Writes the mutated Pod to `$VAULTLET_VALIDATE_DIR/e2e-<label>.yaml` (JSON is YAML) when
+/// that is set: scripts/test.sh validates every file there with kubernetes-validate.
 fn save_for_validation(name: &str, pod: &Value) {
     if let Some(dir) = std::env::var_os("VAULTLET_VALIDATE_DIR") {
-        let path = Path::new(&dir).join(format!("e2e-{name}.json"));
+        let path = Path::new(&dir).join(format!("e2e-{name}.yaml"));
         let text = serde_json::to_string_pretty(pod).expect("serialise pod");
         std::fs::write(&path, text)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
