@@ -302,7 +302,9 @@ fn job_classic_sidecar_exits_with_the_app() {
     assert!(app.status.success(), "{}", run.output("report"));
     let agent = run.exit("vaultlet-agent").expect("agent exited");
     assert!(agent.status.success(), "{}", run.output("vaultlet-agent"));
-    let gap = agent.at.saturating_duration_since(app.at);
+    let gap = run
+        .exit_gap("report", "vaultlet-agent")
+        .expect("both exited");
     assert!(
         gap <= Duration::from_secs(1),
         "agent exited {gap:?} after the app (target <= 1 s)"

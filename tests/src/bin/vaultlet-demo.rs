@@ -93,8 +93,8 @@ fn main() {
             println!("\ndemo finished: everything stopped and cleaned up.");
             0
         }
-        Err(e) if cancel.load(Ordering::SeqCst) => {
-            eprintln!("\ndemo interrupted ({e:#}); stopped everything and cleaned up.");
+        Err(_) if cancel.load(Ordering::SeqCst) => {
+            eprintln!("\ndemo interrupted: stopped everything and cleaned up.");
             130
         }
         Err(e) => {

@@ -94,6 +94,18 @@ pub enum PodError {
         /// The sidecar's output.
         output: String,
     },
+    /// A native sidecar exited before its startupProbe passed.
+    #[error(
+        "native sidecar {container} exited ({status}) before its startupProbe passed; its output:\n{output}"
+    )]
+    SidecarExited {
+        /// Container name.
+        container: String,
+        /// Exit status.
+        status: String,
+        /// The sidecar's output.
+        output: String,
+    },
     /// A wait ran past its deadline.
     #[error("timed out after {timeout:?} waiting for {what}")]
     Timeout {
@@ -679,7 +691,14 @@ impl PodRun {
             .join(format!("{}.probe.log", c.name));
         loop {
             self.check_cancel()?;
-            if self.exit(&c.name).is_some() || Instant::now() > deadline {
+            if let Some(exit) = self.exit(&c.name) {
+                return Err(PodError::SidecarExited {
+                    container: c.name.clone(),
+                    status: exit.status.to_string(),
+                    output: self.output(&c.name),
+                });
+            }
+            if Instant::now() > deadline {
                 return Err(PodError::StartupProbe {
                     container: c.name.clone(),
                     timeout: budget,
@@ -805,6 +824,12 @@ impl PodRun {
     /// How `container` ended, if it has.
     pub fn exit(&self, container: &str) -> Option<Exit> {
         self.procs.get(container).and_then(Proc::exit)
+    }
+
+    /// How long after `first` exited `then` exited (zero if `then` exited first).
+    pub fn exit_gap(&self, first: &str, then: &str) -> Option<Duration> {
+        let (a, b) = (self.exit(first)?, self.exit(then)?);
+        Some(b.at.saturating_duration_since(a.at))
     }
 
     /// When `container` was started.

@@ -25,8 +25,12 @@ pub enum Isolation {
 }
 
 impl Isolation {
-    /// `Namespaces` when `unshare --pid` works here (root), else `Host`.
+    /// `Namespaces` when `unshare --pid` works here (root), else `Host`;
+    /// `VAULTLET_PODRUN_ISOLATION=host` forces `Host`.
     pub fn detect() -> Isolation {
+        if std::env::var("VAULTLET_PODRUN_ISOLATION").is_ok_and(|v| v == "host") {
+            return Isolation::Host;
+        }
         let ok = Command::new("unshare")
             .args(["--pid", "--fork", "--kill-child", "--mount-proc", "true"])
             .stdin(Stdio::null())
