@@ -400,7 +400,18 @@ impl Agent {
                 TokenAction::Renew => self.renew_token(now).await,
                 TokenAction::Relogin => {
                     info!("token is near its max TTL; logging in again");
-                    self.token = None;
+                    self.login(now).await;
+                    // Until a login works, the old token serves for as long as it lives.
+                    let retry_at = self.next_login;
+                    if let Some(t) = &mut self.token
+                        && t.next.is_some_and(|(at, _)| at <= now)
+                    {
+                        if t.expires.is_some_and(|x| x <= retry_at) {
+                            self.token = None;
+                        } else {
+                            t.next = Some((retry_at, TokenAction::Relogin));
+                        }
+                    }
                 }
             }
         }
