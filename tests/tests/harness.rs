@@ -133,3 +133,33 @@ fn shared_process_namespace_is_one_pid_namespace() {
     );
     assert_eq!(pod.containers()[0].role, Role::Init);
 }
+
+#[test]
+fn projected_token_is_minted_for_the_pods_service_account() {
+    let dir = temp();
+    let mut pod = mk_pod(false);
+    pod["metadata"]["namespace"] = json!("shop");
+    pod["spec"]["serviceAccountName"] = json!("billing");
+    pod["spec"]["volumes"] = json!([
+        {"name": "data", "emptyDir": {}},
+        {"name": "creds", "projected": {"sources": [
+            {"serviceAccountToken": {"audience": "vault", "expirationSeconds": 600, "path": "token"}},
+        ]}},
+    ]);
+    let run = PodSetup::new(pod, dir.path())
+        .agent_bin("/bin/false")
+        .token_minter(|r| {
+            format!(
+                "{}/{}/{}/{}",
+                r.namespace, r.service_account, r.audience, r.expiration_secs
+            )
+        })
+        .app("init", "init", "true")
+        .app("app", "myapp", "exec sleep 60")
+        .start()
+        .expect("pod starts");
+    assert_eq!(
+        run.read_file("app", "/creds/token").expect("token"),
+        "shop/billing/vault/600"
+    );
+}

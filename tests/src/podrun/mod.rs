@@ -9,10 +9,10 @@
 
 mod process;
 mod spec;
+mod volumes;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -159,8 +159,8 @@ pub struct StandIn {
     pub script: String,
 }
 
-type TokenMinter<'a> = Box<dyn Fn(&TokenRequest) -> String + 'a>;
-type SecretData = BTreeMap<String, BTreeMap<String, String>>;
+pub(crate) type TokenMinter<'a> = Box<dyn Fn(&TokenRequest) -> String + 'a>;
+pub(crate) type SecretData = BTreeMap<String, BTreeMap<String, String>>;
 
 /// Everything the test provides to run a Pod; [`start`](Self::start) runs it.
 pub struct PodSetup<'a> {
@@ -304,7 +304,13 @@ impl<'a> PodSetup<'a> {
             let d = self.work_dir.join(dir);
             std::fs::create_dir_all(&d).map_err(io_err(&d))?;
         }
-        let volumes = self.materialise_volumes()?;
+        let sources = volumes::Sources {
+            pod: &self.pod,
+            secrets: &self.secrets,
+            config_maps: &self.config_maps,
+            minter: self.minter.as_ref(),
+        };
+        let volumes = volumes::materialise(&sources, &self.work_dir.join("volumes"))?;
         let specs = containers(&self.pod)?;
         let mut maps = BTreeMap::new();
         for c in &specs {
@@ -339,125 +345,6 @@ impl<'a> PodSetup<'a> {
         run.kubelet_start()?;
         Ok(run)
     }
-
-    fn materialise_volumes(&self) -> Result<BTreeMap<String, PathBuf>, PodError> {
-        let mut out = BTreeMap::new();
-        let volumes = self.pod["spec"]["volumes"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        for v in &volumes {
-            let name = v["name"].as_str().unwrap_or_default().to_string();
-            let dir = self.work_dir.join("volumes").join(&name);
-            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-            self.fill_volume(&name, v, &dir)?;
-            out.insert(name, dir);
-        }
-        Ok(out)
-    }
-
-    fn fill_volume(&self, name: &str, v: &Value, dir: &Path) -> Result<(), PodError> {
-        let err = |reason: String| PodError::Volume {
-            volume: name.into(),
-            reason,
-        };
-        if v.get("emptyDir").is_some() {
-            Ok(())
-        } else if let Some(s) = v.get("secret") {
-            let sname = s["secretName"].as_str().unwrap_or_default();
-            self.fill_keys(dir, "Secret", sname, &self.secrets, s)
-                .map_err(err)
-        } else if let Some(c) = v.get("configMap") {
-            let cname = c["name"].as_str().unwrap_or_default();
-            self.fill_keys(dir, "ConfigMap", cname, &self.config_maps, c)
-                .map_err(err)
-        } else if let Some(p) = v.get("projected") {
-            for src in p["sources"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                self.fill_projected(dir, src).map_err(err)?;
-            }
-            Ok(())
-        } else {
-            Err(err(
-                "only emptyDir, secret, configMap and projected volumes are supported".into(),
-            ))
-        }
-    }
-
-    fn fill_projected(&self, dir: &Path, src: &Value) -> Result<(), String> {
-        if let Some(t) = src.get("serviceAccountToken") {
-            let minter = self.minter.as_ref().ok_or(
-                "the Pod mounts a projected serviceAccountToken; give the harness a token_minter",
-            )?;
-            let req = TokenRequest {
-                namespace: pod_namespace(&self.pod),
-                service_account: service_account(&self.pod),
-                audience: t["audience"].as_str().unwrap_or("kubernetes").to_string(),
-                expiration_secs: t["expirationSeconds"].as_u64().unwrap_or(3600),
-            };
-            let path = t["path"].as_str().unwrap_or("token");
-            write_file(&dir.join(path), &minter(&req), 0o600)
-        } else if let Some(s) = src.get("secret") {
-            let n = s["name"].as_str().unwrap_or_default();
-            self.fill_keys(dir, "Secret", n, &self.secrets, s)
-        } else if let Some(c) = src.get("configMap") {
-            let n = c["name"].as_str().unwrap_or_default();
-            self.fill_keys(dir, "ConfigMap", n, &self.config_maps, c)
-        } else {
-            // downwardAPI, clusterTrustBundle: nothing the agent reads.
-            Ok(())
-        }
-    }
-
-    /// Writes a Secret's or ConfigMap's keys (or just its `items`) as files.
-    fn fill_keys(
-        &self,
-        dir: &Path,
-        kind: &str,
-        name: &str,
-        store: &SecretData,
-        source: &Value,
-    ) -> Result<(), String> {
-        let Some(data) = store.get(name) else {
-            if source["optional"] == true {
-                return Ok(());
-            }
-            return Err(format!(
-                "the Pod mounts {kind} {name:?}, which the test did not provide"
-            ));
-        };
-        let mode = source["defaultMode"].as_u64().unwrap_or(0o644) as u32;
-        match source["items"].as_array() {
-            Some(items) => {
-                for item in items {
-                    let key = item["key"].as_str().unwrap_or_default();
-                    let value = data
-                        .get(key)
-                        .ok_or_else(|| format!("{kind} {name:?} has no key {key:?}"))?;
-                    let path = item["path"].as_str().unwrap_or(key);
-                    write_file(&dir.join(path), value, mode)?;
-                }
-            }
-            None => {
-                for (key, value) in data {
-                    write_file(&dir.join(key), value, mode)?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn write_file(path: &Path, content: &str, mode: u32) -> Result<(), String> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    }
-    std::fs::write(path, content).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// A running Pod. Dropping it kills every process it started.
