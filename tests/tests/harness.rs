@@ -163,3 +163,39 @@ fn projected_token_is_minted_for_the_pods_service_account() {
         "shop/billing/vault/600"
     );
 }
+
+#[test]
+fn containers_run_as_their_security_context_users() {
+    let dir = temp();
+    let mut pod = mk_pod(false);
+    pod["spec"]["securityContext"] =
+        json!({"runAsUser": 1234, "runAsGroup": 2345, "fsGroup": 3456});
+    pod["spec"]["containers"][0]["securityContext"] = json!({"runAsUser": 4567});
+    let run = PodSetup::new(pod, dir.path())
+        .agent_bin("/bin/false")
+        .secret("creds", [("user", "alice")])
+        .app("init", "init", "id -u > {{path:/data/init-uid}}")
+        .app(
+            "app",
+            "myapp",
+            r#"echo "ids $(id -u) $(id -g) $(id -G)"; cat {{path:/creds/u}}; exec sleep 60"#,
+        )
+        .start()
+        .expect("pod starts");
+    let out = run
+        .wait_for_output("app", "alice", WAIT)
+        .expect("app output");
+    assert!(out.contains("ids 4567 2345 2345 3456"), "{out}");
+    assert_eq!(
+        run.read_file("app", "/srv/data/init-uid").expect("uid"),
+        "1234\n"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::metadata(run.host_path("app", "/srv/data/init-uid").expect("path")).expect("stat");
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (1234, 3456),
+        "fsGroup owns files in the emptyDir"
+    );
+}

@@ -39,6 +39,10 @@ metadata:
     vaultlet.io/refresh-interval: 1s
 spec:
   serviceAccountName: demo-app
+  securityContext:                      # the agent runs as this user too, so it may signal the app
+    runAsUser: 10001
+    runAsGroup: 10001
+    fsGroup: 10001
   containers:
     - name: app
       image: registry.example/demo-app:1.0
@@ -565,7 +569,13 @@ fn describe_start(pod: &PodRun, t: Instant) {
         } else {
             "stand-in"
         };
-        detail(format!("+{at:>5} ms  {:<16} {what} [{exe}]", c.name));
+        let user = c
+            .identity
+            .as_ref()
+            .filter(|_| pod.runs_as_users())
+            .map(|i| format!(", uid {}", i.uid))
+            .unwrap_or_default();
+        detail(format!("+{at:>5} ms  {:<16} {what} [{exe}{user}]", c.name));
     }
     let ns = if pod.isolation() == vaultlet_e2e::podrun::Isolation::Namespaces {
         if pod.shares_process_namespace() {

@@ -24,7 +24,7 @@ use vaultlet_agent::config::CONFIG_ENV;
 
 pub use process::{Exit, Isolation};
 pub use spec::{
-    ContainerSpec, MountMap, Probe, Role, containers, pod_name, pod_namespace,
+    ContainerSpec, Identity, MountMap, Probe, Role, containers, pod_name, pod_namespace,
     rewrite_agent_config, service_account, volume_env_name,
 };
 
@@ -174,6 +174,7 @@ pub struct PodSetup<'a> {
     apps: BTreeMap<String, StandIn>,
     agent_bin: Option<PathBuf>,
     isolation: Option<Isolation>,
+    users: Option<bool>,
     init_timeout: Duration,
     cancel: Option<Arc<AtomicBool>>,
 }
@@ -203,6 +204,7 @@ impl<'a> PodSetup<'a> {
             apps: BTreeMap::new(),
             agent_bin: None,
             isolation: None,
+            users: None,
             init_timeout: Duration::from_secs(60),
             cancel: None,
         }
@@ -273,6 +275,13 @@ impl<'a> PodSetup<'a> {
         self
     }
 
+    /// Whether containers run as their `securityContext` user and group (default: when this
+    /// process is root, which it must be to switch users).
+    pub fn run_as_users(mut self, on: bool) -> Self {
+        self.users = Some(on);
+        self
+    }
+
     /// Forces an isolation mode (default: [`Isolation::detect`]).
     pub fn isolation(mut self, isolation: Isolation) -> Self {
         self.isolation = Some(isolation);
@@ -311,10 +320,16 @@ impl<'a> PodSetup<'a> {
             minter: self.minter.as_ref(),
         };
         let volumes = volumes::materialise(&sources, &self.work_dir.join("volumes"))?;
+        let users = self
+            .users
+            .unwrap_or_else(|| nix::unistd::Uid::effective().is_root());
         let specs = containers(&self.pod)?;
         let mut maps = BTreeMap::new();
         for c in &specs {
             maps.insert(c.name.clone(), MountMap::new(c, &volumes)?);
+        }
+        if users {
+            volumes::apply_ownership(&self.pod, &specs, &volumes, &self.work_dir)?;
         }
         let shared = self.pod["spec"]["shareProcessNamespace"] == true;
         let pod_sandbox = if isolation == Isolation::Namespaces && shared {
@@ -333,6 +348,7 @@ impl<'a> PodSetup<'a> {
             isolation,
             shared,
             agent_bin,
+            users,
             pod: self.pod,
             work_dir: self.work_dir,
             secrets: self.secrets,
@@ -360,6 +376,7 @@ pub struct PodRun {
     isolation: Isolation,
     shared: bool,
     agent_bin: PathBuf,
+    users: bool,
     pod: Value,
     work_dir: PathBuf,
     secrets: SecretData,
@@ -415,7 +432,7 @@ impl PodRun {
     }
 
     fn spawn(&mut self, c: &ContainerSpec) -> Result<(), PodError> {
-        let argv = self.argv(c)?;
+        let argv = self.as_user(c, self.argv(c)?);
         let env = self.env(c)?;
         let log = self.work_dir.join("logs").join(format!("{}.log", c.name));
         self.ensure_sandbox(&c.name)?;
@@ -450,6 +467,27 @@ impl PodRun {
             (_, true) => self.pod_sandbox.as_ref(),
             (_, false) => self.sandboxes.get(container),
         }
+    }
+
+    /// Prefixes `setpriv` so that `argv` runs as the container's user, groups included.
+    fn as_user(&self, c: &ContainerSpec, argv: Vec<OsString>) -> Vec<OsString> {
+        let Some(id) = c.identity.as_ref().filter(|_| self.users) else {
+            return argv;
+        };
+        let mut out: Vec<OsString> = vec![
+            "setpriv".into(),
+            format!("--reuid={}", id.uid).into(),
+            format!("--regid={}", id.gid).into(),
+        ];
+        if id.groups.is_empty() {
+            out.push("--clear-groups".into());
+        } else {
+            let groups: Vec<String> = id.groups.iter().map(u32::to_string).collect();
+            out.push(format!("--groups={}", groups.join(",")).into());
+        }
+        out.push("--".into());
+        out.extend(argv);
+        out
     }
 
     fn argv(&self, c: &ContainerSpec) -> Result<Vec<OsString>, PodError> {
@@ -571,6 +609,7 @@ impl PodRun {
         if c.is_agent() && !argv.is_empty() {
             argv[0] = self.agent_bin.clone().into_os_string();
         }
+        let argv = self.as_user(c, argv);
         let env = self.env(c)?;
         let log = self
             .work_dir
@@ -745,6 +784,11 @@ impl PodRun {
     /// How processes are isolated in this run.
     pub fn isolation(&self) -> Isolation {
         self.isolation
+    }
+
+    /// True when containers run as their `securityContext` users.
+    pub fn runs_as_users(&self) -> bool {
+        self.users
     }
 
     /// True when the Pod's processes share one PID namespace.

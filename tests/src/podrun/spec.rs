@@ -37,6 +37,53 @@ pub struct ContainerSpec {
     pub mounts: Vec<(String, String, Option<String>)>,
     /// The exec command of the startupProbe, if any, with its period and failure threshold.
     pub startup_probe: Option<Probe>,
+    /// The user the container runs as, from the Pod's and its own `securityContext`; `None`
+    /// is the image's default (root here).
+    pub identity: Option<Identity>,
+}
+
+/// Who a container's processes run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `runAsUser`.
+    pub uid: u32,
+    /// `runAsGroup` (0 when unset, like a container runtime).
+    pub gid: u32,
+    /// Supplementary groups: the Pod's `fsGroup` and `supplementalGroups`.
+    pub groups: Vec<u32>,
+}
+
+/// The identity of container `c` of `pod`: the container's `runAsUser`/`runAsGroup` over the
+/// Pod's, plus the Pod's `fsGroup` and `supplementalGroups`.
+pub fn identity(pod: &Value, c: &Value) -> Option<Identity> {
+    let (pod_sc, sc) = (&pod["spec"]["securityContext"], &c["securityContext"]);
+    let pick = |key: &str| {
+        sc[key]
+            .as_u64()
+            .or_else(|| pod_sc[key].as_u64())
+            .and_then(|v| u32::try_from(v).ok())
+    };
+    let uid = pick("runAsUser")?;
+    let mut groups: Vec<u32> = pod_sc["supplementalGroups"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|g| g.as_u64().and_then(|g| u32::try_from(g).ok()))
+        .collect();
+    groups.extend(fs_group(pod));
+    Some(Identity {
+        uid,
+        gid: pick("runAsGroup").unwrap_or(0),
+        groups,
+    })
+}
+
+/// The Pod's `fsGroup`.
+pub fn fs_group(pod: &Value) -> Option<u32> {
+    pod["spec"]["securityContext"]["fsGroup"]
+        .as_u64()
+        .and_then(|g| u32::try_from(g).ok())
 }
 
 /// An exec startupProbe.
@@ -69,10 +116,10 @@ pub fn containers(pod: &Value) -> Result<Vec<ContainerSpec>, PodError> {
         } else {
             Role::Init
         };
-        out.push(container(c, role)?);
+        out.push(container(pod, c, role)?);
     }
     for c in list(&spec["containers"]) {
-        out.push(container(c, Role::Regular)?);
+        out.push(container(pod, c, Role::Regular)?);
     }
     if !out.iter().any(|c| c.role == Role::Regular) {
         return Err(PodError::Spec("the Pod has no containers".into()));
@@ -91,7 +138,7 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
-fn container(c: &Value, role: Role) -> Result<ContainerSpec, PodError> {
+fn container(pod: &Value, c: &Value, role: Role) -> Result<ContainerSpec, PodError> {
     let name = c["name"]
         .as_str()
         .ok_or_else(|| PodError::Spec("a container has no name".into()))?
@@ -128,6 +175,7 @@ fn container(c: &Value, role: Role) -> Result<ContainerSpec, PodError> {
         env: list(&c["env"]).to_vec(),
         mounts,
         startup_probe,
+        identity: identity(pod, c),
         name,
     })
 }
@@ -373,6 +421,7 @@ mod tests {
 
     fn mk_map() -> MountMap {
         let c = container(
+            &json!({}),
             &json!({"name": "a", "volumeMounts": [
                 {"name": "s", "mountPath": "/vault/secrets"},
                 {"name": "t", "mountPath": "/vault/secrets/tls"},
@@ -476,6 +525,34 @@ mod tests {
             err.to_string()
                 .contains("/var/run/secrets/vaultlet.io/serviceaccount/token"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn identities_follow_security_contexts() {
+        let pod = json!({"spec": {"securityContext": {"runAsUser": 101, "runAsGroup": 102, "fsGroup": 103, "supplementalGroups": [7]}}});
+        let id = identity(&pod, &json!({"securityContext": {"runAsUser": 65532}}));
+        assert_eq!(
+            id,
+            Some(Identity {
+                uid: 65532,
+                gid: 102,
+                groups: vec![7, 103]
+            })
+        );
+        assert_eq!(identity(&pod, &json!({})).map(|i| i.uid), Some(101));
+        assert_eq!(identity(&json!({"spec": {}}), &json!({})), None);
+        let no_group = identity(
+            &json!({"spec": {}}),
+            &json!({"securityContext": {"runAsUser": 5}}),
+        );
+        assert_eq!(
+            no_group,
+            Some(Identity {
+                uid: 5,
+                gid: 0,
+                groups: vec![]
+            })
         );
     }
 

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::spec::fs_group;
 use super::{
-    PodError, SecretData, TokenMinter, TokenRequest, io_err, pod_namespace, service_account,
+    ContainerSpec, PodError, SecretData, TokenMinter, TokenRequest, io_err, pod_namespace,
+    service_account,
 };
 
 /// What volumes are filled from.
@@ -138,4 +140,105 @@ fn write_file(path: &Path, content: &str, mode: u32) -> Result<(), String> {
     }
     std::fs::write(path, content).map_err(|e| fail(path, e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| fail(path, e))
+}
+
+/// Gives volumes the owners and modes a kubelet would, so that containers running as their
+/// `securityContext` users can use them: emptyDirs `0777`, everything group-owned by the
+/// Pod's `fsGroup` (setgid dirs), service-account tokens owned by the user that mounts them.
+/// Also lets those users reach the work dir.
+pub(super) fn apply_ownership(
+    pod: &Value,
+    specs: &[ContainerSpec],
+    volumes: &BTreeMap<String, PathBuf>,
+    work_dir: &Path,
+) -> Result<(), PodError> {
+    open_up(work_dir)?;
+    let fs_group = fs_group(pod);
+    for v in pod["spec"]["volumes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let name = v["name"].as_str().unwrap_or_default();
+        let Some(dir) = volumes.get(name) else {
+            continue;
+        };
+        let user = specs
+            .iter()
+            .filter(|c| c.mounts.iter().any(|(_, vol, _)| vol == name))
+            .find_map(|c| c.identity.as_ref().map(|i| i.uid));
+        let dir_mode = if v.get("emptyDir").is_some() {
+            0o777
+        } else {
+            0o755
+        };
+        let setgid = if fs_group.is_some() { 0o2000 } else { 0 };
+        chown_mode(dir, None, fs_group, Some(dir_mode | setgid))?;
+        let has_token = v["projected"]["sources"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s.get("serviceAccountToken").is_some()));
+        for file in files_under(dir) {
+            let (owner, mode) = if has_token && file.file_name().is_some_and(|f| f == "token") {
+                (user, Some(if fs_group.is_some() { 0o640 } else { 0o600 }))
+            } else {
+                (None, None)
+            };
+            chown_mode(&file, owner, fs_group, mode)?;
+        }
+    }
+    Ok(())
+}
+
+/// `work_dir` and its `volumes`/`logs` become `0755`; ancestors inside the temp dir get `o+x`.
+fn open_up(work_dir: &Path) -> Result<(), PodError> {
+    for d in [
+        work_dir.to_path_buf(),
+        work_dir.join("volumes"),
+        work_dir.join("logs"),
+    ] {
+        chown_mode(&d, None, None, Some(0o755))?;
+    }
+    let temp = std::env::temp_dir();
+    for a in work_dir.ancestors().skip(1) {
+        if !a.starts_with(&temp) || a == temp {
+            break;
+        }
+        let mode = std::fs::metadata(a)
+            .map_err(io_err(a))?
+            .permissions()
+            .mode();
+        chown_mode(a, None, None, Some((mode & 0o7777) | 0o001))?;
+    }
+    Ok(())
+}
+
+fn chown_mode(
+    path: &Path,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mode: Option<u32>,
+) -> Result<(), PodError> {
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::chown(path, uid, gid).map_err(io_err(path))?;
+    }
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(io_err(path))?;
+    }
+    Ok(())
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            out.push(path);
+        }
+    }
+    out
 }
