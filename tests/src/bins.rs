@@ -31,37 +31,76 @@ pub enum BinError {
 
 /// `vaultlet-agent`: `$VAULTLET_AGENT_BIN`, else beside this executable in the target dir.
 pub fn agent_bin() -> Result<PathBuf, BinError> {
-    find("vaultlet-agent", "vaultlet-agent", "VAULTLET_AGENT_BIN")
+    find("vaultlet-agent", "VAULTLET_AGENT_BIN")
 }
 
 /// `vaultlet-injector`: `$VAULTLET_INJECTOR`, else beside this executable in the target dir.
 pub fn injector_bin() -> Result<PathBuf, BinError> {
-    find(
-        "vaultlet-injector",
-        "vaultlet-injector",
-        "VAULTLET_INJECTOR",
-    )
+    find("vaultlet-injector", "VAULTLET_INJECTOR")
 }
 
-fn find(name: &str, package: &str, env: &str) -> Result<PathBuf, BinError> {
-    let candidates: Vec<PathBuf> = match std::env::var_os(env) {
-        Some(path) => vec![PathBuf::from(path)],
-        None => target_dirs().iter().map(|d| d.join(name)).collect(),
-    };
-    candidates
+fn find(name: &str, env: &str) -> Result<PathBuf, BinError> {
+    if let Some(path) = std::env::var_os(env) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(missing(name, env, &[path]))
+        };
+    }
+    let candidates: Vec<PathBuf> = target_dirs().iter().map(|d| d.join(name)).collect();
+    let found = candidates
         .iter()
         .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| BinError::Missing {
+        .ok_or_else(|| missing(name, env, &candidates))?;
+    // A binary older than the sources it was built from (cargo's dep-info beside it) would
+    // test yesterday's code.
+    if let (Some(built), Some(edited)) = (mtime(found), newest_source(found))
+        && built < edited
+    {
+        return Err(BinError::Stale {
+            path: found.display().to_string(),
             name: name.into(),
-            package: package.into(),
-            env: env.into(),
-            looked: candidates
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+        });
+    }
+    Ok(found.clone())
+}
+
+fn missing(name: &str, env: &str, looked: &[PathBuf]) -> BinError {
+    BinError::Missing {
+        name: name.into(),
+        package: name.into(),
+        env: env.into(),
+        looked: looked
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+fn mtime(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The newest modification time of the workspace sources listed in `<bin>.d`, cargo's
+/// dep-info for the binary (`target: dep dep ...`, spaces in paths escaped as `\ `).
+fn newest_source(bin: &Path) -> Option<std::time::SystemTime> {
+    let mut dep_info = bin.as_os_str().to_owned();
+    dep_info.push(".d");
+    let text = std::fs::read_to_string(PathBuf::from(dep_info)).ok()?;
+    let deps = text
+        .lines()
+        .next()?
+        .split_once(": ")?
+        .1
+        .replace("\\ ", "\0");
+    let root = workspace_root();
+    deps.split_whitespace()
+        .map(|d| PathBuf::from(d.replace('\0', " ")))
+        .filter(|p| p.starts_with(&root))
+        .filter_map(|p| mtime(&p))
+        .max()
 }
 
 /// `target/debug` as seen from a binary (`target/debug/x`) or a test (`target/debug/deps/x`).
