@@ -37,7 +37,7 @@ trap 'exit 130' INT TERM
 
 # Job control gives the background job its own process group (leader: $demo_pid).
 set -m
-target/debug/vaultlet-demo --work-dir "$work" "$@" &
+"${CARGO_TARGET_DIR:-target}/debug/vaultlet-demo" --work-dir "$work" "$@" &
 demo_pid=$!
 set +m
 wait "$demo_pid"
