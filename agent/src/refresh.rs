@@ -398,27 +398,30 @@ impl Agent {
         {
             match action {
                 TokenAction::Renew => self.renew_token(now).await,
-                TokenAction::Relogin => {
-                    info!("token is near its max TTL; logging in again");
-                    self.login(now).await;
-                    // Until a login works, the old token serves for as long as it lives.
-                    let retry_at = self.next_login;
-                    if let Some(t) = &mut self.token
-                        && t.next.is_some_and(|(at, _)| at <= now)
-                    {
-                        if t.expires.is_some_and(|x| x <= retry_at) {
-                            self.token = None;
-                        } else {
-                            t.next = Some((retry_at, TokenAction::Relogin));
-                        }
-                    }
-                }
+                TokenAction::Relogin => self.relogin_before_expiry(now).await,
             }
         }
         if self.token.is_none() && now >= self.next_login {
             self.login(now).await;
         }
         self.token.as_ref().map(|t| t.token.secret.clone())
+    }
+
+    /// Logs in again while the current token still lives; until a login works, the old token
+    /// keeps serving for as long as it lives.
+    async fn relogin_before_expiry(&mut self, now: Instant) {
+        info!("token is near its max TTL or not renewable; logging in again");
+        self.login(now).await;
+        let retry_at = self.next_login;
+        if let Some(t) = &mut self.token
+            && t.next.is_some_and(|(at, _)| at <= now)
+        {
+            if t.expires.is_some_and(|x| x <= retry_at) {
+                self.token = None;
+            } else {
+                t.next = Some((retry_at, TokenAction::Relogin));
+            }
+        }
     }
 
     async fn login(&mut self, now: Instant) {

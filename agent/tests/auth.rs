@@ -161,7 +161,7 @@ fn approle_token_is_renewed_then_replaced_near_its_max_ttl() {
     common::wait_log(&mut agent, "token renewed", Duration::from_secs(5));
     common::wait_log(
         &mut agent,
-        "near its max TTL; logging in again",
+        "near its max TTL or not renewable; logging in again",
         Duration::from_secs(10),
     );
     vaultlet_testkit::wait_until(Duration::from_secs(5), "a new token in the sink", || {
