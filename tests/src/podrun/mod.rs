@@ -825,6 +825,16 @@ impl PodRun {
         Ok(())
     }
 
+    /// Waits until every started container has exited.
+    pub fn wait_all_exited(&self, timeout: Duration) -> Result<(), PodError> {
+        let deadline = Instant::now() + timeout;
+        for name in self.procs.keys() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.wait_exit(name, left)?;
+        }
+        Ok(())
+    }
+
     /// Stops the Pod like the kubelet: SIGTERM to the regular containers, SIGKILL after
     /// `grace`; then the same for native sidecars, in reverse order.
     pub fn stop(&self, grace: Duration) {
