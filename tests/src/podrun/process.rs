@@ -149,7 +149,6 @@ pub struct Proc {
 }
 
 /// What to run.
-#[derive(Debug)]
 pub struct Spawn<'a> {
     /// Container name (for errors).
     pub container: &'a str,
@@ -161,6 +160,19 @@ pub struct Spawn<'a> {
     pub cwd: &'a Path,
     /// Output file (appended).
     pub log: PathBuf,
+}
+
+impl std::fmt::Debug for Spawn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Env values may hold Secret data: names only.
+        let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Spawn")
+            .field("container", &self.container)
+            .field("argv", &self.argv)
+            .field("env", &names)
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Proc {
