@@ -483,6 +483,42 @@ mod tests {
         assert!(format!("{c:?}").contains("team"));
     }
 
+    fn mk_vault(dir: &Path, with_key: &str) -> VaultConfig {
+        let ck = rcgen::generate_simple_self_signed(vec!["vault.test".to_owned()]).expect("cert");
+        let other = rcgen::generate_simple_self_signed(vec!["x".to_owned()]).expect("cert");
+        let (cert, ca, key) = (dir.join("c.pem"), dir.join("ca.pem"), dir.join("k.pem"));
+        std::fs::write(&cert, ck.cert.pem()).expect("write");
+        std::fs::write(&ca, ck.cert.pem()).expect("write");
+        let key_pem = match with_key {
+            "own" => ck.signing_key.serialize_pem(),
+            "other" => other.signing_key.serialize_pem(),
+            _ => "garbage".to_owned(),
+        };
+        std::fs::write(&key, key_pem).expect("write");
+        VaultConfig {
+            address: "https://127.0.0.1:8200".into(),
+            namespace: None,
+            ca_cert: Some(ca),
+            tls_server_name: Some("vault.test".into()),
+            client_cert: Some(cert),
+            client_key: Some(key),
+        }
+    }
+
+    #[test]
+    fn client_certificate_and_key_must_match() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(VaultClient::new(&mk_vault(dir.path(), "own")).is_ok());
+        let err = VaultClient::new(&mk_vault(dir.path(), "other"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid TLS settings"), "{err}");
+        let err = VaultClient::new(&mk_vault(dir.path(), "none"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("vault.clientKey"), "{err}");
+    }
+
     #[test]
     fn missing_ca_file_names_the_setting() {
         let err = VaultClient::new(&VaultConfig {

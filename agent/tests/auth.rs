@@ -188,3 +188,24 @@ fn approle_token_is_renewed_then_replaced_near_its_max_ttl() {
     );
     assert_no_leak(&log, &[&secret_id, &token1, &read(&h.sink())]);
 }
+
+#[test]
+fn unreadable_sa_token_is_a_clear_init_failure() {
+    let bao = mk_bao("pw");
+    let h = Harness::new();
+    let missing = h.dir.path().join("no-such-token");
+    let mut cfg = config(
+        &bao.addr(),
+        json!({ "method": "kubernetes", "role": "app", "tokenPath": missing }),
+        mk_secrets(),
+    );
+    cfg["initDeadline"] = json!("1s");
+    let (status, log, _) = h.init(&cfg, Duration::from_secs(10));
+    assert!(!status.success());
+    assert!(
+        log.contains("login failed: cannot read service-account token")
+            && log.contains("no-such-token")
+            && log.contains("check the volume is mounted"),
+        "{log}"
+    );
+}

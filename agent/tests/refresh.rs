@@ -273,3 +273,36 @@ fn kv1_pinned_versions_and_reading_data_when_metadata_is_denied() {
         agent.log()
     );
 }
+
+#[test]
+fn failing_http_notify_is_retried_and_reported() {
+    let bao = OpenBao::dev();
+    bao.write_kv("secret/app", &[("v", "1")]);
+    kv_policy(&bao, "app", &["app"]);
+    let token = bao.create_token(&["app"], None);
+    let recorder = HttpRecorder::start();
+    recorder.set_status(500);
+    let h = Harness::new();
+    let cfg = config(
+        &bao.addr(),
+        h.token_auth(&token),
+        json!([{ "name": "app", "path": "secret/data/app", "file": "app.env",
+                 "notify": [{ "kind": "http", "url": format!("{}/reload", recorder.url()), "method": "PUT" }] }]),
+    );
+    let mut agent = h.run(&cfg);
+    h.wait_ready(&mut agent, Duration::from_secs(10));
+    bao.write_kv("secret/app", &[("v", "2")]);
+    let reqs = recorder.wait_for(3, Duration::from_secs(10));
+    assert!(reqs.iter().all(|r| r.method == "PUT"));
+    wait_log(
+        &mut agent,
+        "failed after 3 attempts: answered 500",
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        read(&h.file("app.env")),
+        "v=2\n",
+        "a failed notification does not undo the file"
+    );
+    agent.assert_running();
+}
