@@ -225,6 +225,7 @@ path "secret/metadata/app" { capabilities = ["read"] }"#,
     let mutated = injector::mutate(&injector_bin, &pod_text, &flags)?;
     let patch = injector::patch(&injector_bin, &pod_text, &flags)?;
     print_summary(&pod_in, &mutated);
+    check_demo_secrets(&mutated)?;
     detail(format!(
         "JSON Patch ({} operations) sent back to the API server:",
         patch.as_array().map_or(0, Vec::len)
@@ -362,6 +363,21 @@ fn bao_cli(bao: &OpenBao, args: &[&str]) -> anyhow::Result<()> {
 fn check(cancel: &AtomicBool) -> anyhow::Result<()> {
     if cancel.load(Ordering::SeqCst) {
         bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// The demo writes only `secret/app`: a `--pod` reading anything else would wait in vain.
+fn check_demo_secrets(pod: &Value) -> anyhow::Result<()> {
+    let cfg = agent_config(pod).context(
+        "the injector added no agent: is the Pod opted in (label vaultlet.io/inject: \"true\")?",
+    )?;
+    if let Some(s) = cfg.secrets.iter().find(|s| s.path != "secret/data/app") {
+        bail!(
+            "secret {} reads {}; the demo only writes secret/app (keys username, password)",
+            s.name,
+            s.path
+        );
     }
     Ok(())
 }
