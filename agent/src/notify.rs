@@ -124,6 +124,20 @@ pub fn find_processes(proc_root: &Path, name: &str) -> Vec<i32> {
     pids
 }
 
+/// A short, secret-free description of a target for logs.
+pub fn describe(t: &NotifySpec) -> String {
+    match t {
+        NotifySpec::Signal { signal, process } => format!("signal {signal} to {process}"),
+        NotifySpec::Http { url, method } => format!("{method} {url}"),
+        NotifySpec::Exec { command } => {
+            format!(
+                "exec {}",
+                command.first().map(String::as_str).unwrap_or_default()
+            )
+        }
+    }
+}
+
 /// Sends one notification.
 pub async fn send(http: &reqwest::Client, target: &NotifySpec) -> Result<(), NotifyError> {
     match target {

@@ -657,37 +657,26 @@ impl Agent {
             }
         }
         if self.notify_enabled && !changed.is_empty() {
-            let targets = notify::targets(
-                changed.iter().map(|&i| &self.secrets[i].spec),
-                &self.cfg.notify,
-            );
-            for target in targets {
-                let http = self.http.clone();
-                tokio::spawn(async move {
-                    match notify::send(&http, &target).await {
-                        Ok(()) => info!(target = %describe(&target), "notified"),
-                        Err(e) => {
-                            warn!(target = %describe(&target), error = %e, "notification failed")
-                        }
-                    }
-                });
-            }
+            self.notify(&changed);
         }
     }
-}
 
-/// A short, secret-free description of a notification target for logs.
-fn describe(t: &crate::config::NotifySpec) -> String {
-    match t {
-        crate::config::NotifySpec::Signal { signal, process } => {
-            format!("signal {signal} to {process}")
-        }
-        crate::config::NotifySpec::Http { url, method } => format!("{method} {url}"),
-        crate::config::NotifySpec::Exec { command } => {
-            format!(
-                "exec {}",
-                command.first().map(String::as_str).unwrap_or_default()
-            )
+    /// Sends each distinct target of the `changed` secrets (and the pod's) once, in the
+    /// background so a slow app never delays the next round.
+    fn notify(&self, changed: &[usize]) {
+        let targets = notify::targets(
+            changed.iter().map(|&i| &self.secrets[i].spec),
+            &self.cfg.notify,
+        );
+        for target in targets {
+            let http = self.http.clone();
+            tokio::spawn(async move {
+                let what = notify::describe(&target);
+                match notify::send(&http, &target).await {
+                    Ok(()) => info!(target = %what, "notified"),
+                    Err(e) => warn!(target = %what, error = %e, "notification failed"),
+                }
+            });
         }
     }
 }
