@@ -5,7 +5,8 @@
 //! Order is the kubelet's: init containers one by one (a failure fails the Pod), a native
 //! sidecar (`restartPolicy: Always`) is started and its startupProbe polled before the next
 //! container, then all regular containers start. With `shareProcessNamespace: true` every
-//! process of the Pod lives in one PID namespace, so the agent's `/proc` is the Pod's.
+//! process of the Pod lives in one PID namespace, so the agent's `/proc` is the Pod's. As
+//! root, containers run as their `securityContext` users with volumes owned like a kubelet's.
 
 mod process;
 mod spec;
@@ -155,7 +156,8 @@ pub struct TokenRequest {
 pub struct StandIn {
     /// argv\[0\] of the process (what `signal:SIGHUP:<name>` looks for).
     pub process_name: String,
-    /// A bash script; the container's volume dirs are in env (`SECRETS_DIR`, `VOLUME_<NAME>`).
+    /// A bash script. `{{path:/container/path}}` expands to the host path the container sees
+    /// there; env has `SECRETS_DIR`, `VOLUME_<NAME>` per mount and `PORT_<n>` per mapped port.
     pub script: String,
 }
 
