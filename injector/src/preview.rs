@@ -26,7 +26,7 @@ pub enum PreviewError {
         reason: String,
     },
     /// The webhook would deny this object (same message).
-    #[error("{0}")]
+    #[error("{}", .0.message())]
     Denied(#[from] Deny),
     /// Output could not be written as YAML.
     #[error("cannot write YAML: {0}")]

@@ -2,8 +2,8 @@
 //! encodes the response. Bodies that are not AdmissionReviews are errors (HTTP 400/413).
 
 use k8s_openapi::api::core::v1::Pod;
-use kube_core::DynamicObject;
 use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube_core::{DynamicObject, Resource};
 
 use crate::mutate::{self, InjectMode, Outcome, Skip};
 use crate::settings::Settings;
@@ -78,13 +78,32 @@ pub fn review(body: &[u8], settings: &Settings) -> Result<Reviewed, ReviewError>
     if body.len() > MAX_BODY {
         return Err(ReviewError::TooLarge);
     }
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_slice(body).map_err(|e| ReviewError::NotAReview(e.to_string()))?;
-    let req: AdmissionRequest<DynamicObject> = review
-        .try_into()
-        .map_err(|_| ReviewError::NotAReview("it has no request".into()))?;
-    let object = describe(&req);
-    let (response, verdict) = decide(&req, settings);
+    // Fast path: the webhook is registered for Pods, so decode straight into the typed Pod.
+    let (response, verdict, object) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+        Ok(review) => {
+            let req = request(review)?;
+            let (response, verdict) = decide_pod(&req, settings);
+            (response, verdict, describe(&req))
+        }
+        Err(typed_error) => {
+            let review: AdmissionReview<DynamicObject> =
+                serde_json::from_slice(body).map_err(|e| ReviewError::NotAReview(e.to_string()))?;
+            let req = request(review)?;
+            let response = AdmissionResponse::from(&req);
+            let (response, verdict) = if is_pod_create(&req) {
+                // A Pod CREATE whose object is not a valid Pod.
+                let message = format!("vaultlet: the Pod object could not be read: {typed_error}");
+                let verdict = Verdict::Denied {
+                    reason: "object",
+                    message: message.clone(),
+                };
+                (response.deny(message), verdict)
+            } else {
+                (response, Verdict::Ignored)
+            };
+            (response, verdict, describe(&req))
+        }
+    };
     let body = encode(response)
         .map_err(|e| ReviewError::NotAReview(format!("cannot encode the response: {e}")))?;
     Ok(Reviewed {
@@ -92,6 +111,12 @@ pub fn review(body: &[u8], settings: &Settings) -> Result<Reviewed, ReviewError>
         verdict,
         object,
     })
+}
+
+fn request<T: Resource>(review: AdmissionReview<T>) -> Result<AdmissionRequest<T>, ReviewError> {
+    review
+        .try_into()
+        .map_err(|_| ReviewError::NotAReview("it has no request".into()))
 }
 
 /// Encodes the response review. The API server reads `patch` as a base64 string (Go `[]byte`);
@@ -107,12 +132,12 @@ fn encode(mut response: AdmissionResponse) -> Result<Vec<u8>, serde_json::Error>
     serde_json::to_vec(&value)
 }
 
-fn describe(req: &AdmissionRequest<DynamicObject>) -> String {
+fn describe<T: Resource>(req: &AdmissionRequest<T>) -> String {
     let ns = req.namespace.as_deref().unwrap_or("");
     let name = if req.name.is_empty() {
         req.object
             .as_ref()
-            .and_then(|o| o.metadata.generate_name.as_deref())
+            .and_then(|o| o.meta().generate_name.as_deref())
             .map(|g| format!("{g}*"))
             .unwrap_or_default()
     } else {
@@ -121,41 +146,34 @@ fn describe(req: &AdmissionRequest<DynamicObject>) -> String {
     format!("{ns}/{name}")
 }
 
-fn is_pod_create(req: &AdmissionRequest<DynamicObject>) -> bool {
+fn is_pod_create<T: Resource>(req: &AdmissionRequest<T>) -> bool {
     req.kind.group.is_empty()
         && req.kind.kind == "Pod"
         && req.operation == Operation::Create
         && req.sub_resource.as_deref().unwrap_or("").is_empty()
 }
 
-fn decide(
-    req: &AdmissionRequest<DynamicObject>,
-    settings: &Settings,
-) -> (AdmissionResponse, Verdict) {
+fn decide_pod(req: &AdmissionRequest<Pod>, settings: &Settings) -> (AdmissionResponse, Verdict) {
     let allow = AdmissionResponse::from(req);
-    let Some(object) = req.object.as_ref().filter(|_| is_pod_create(req)) else {
+    let Some(pod) = req.object.as_ref().filter(|_| is_pod_create(req)) else {
         return (allow, Verdict::Ignored);
     };
     let deny = |reason: &'static str, message: String| {
         let response = AdmissionResponse::from(req).deny(&message);
         (response, Verdict::Denied { reason, message })
     };
-    let pod: Pod = match serde_json::to_value(object).and_then(serde_json::from_value) {
-        Ok(pod) => pod,
-        Err(e) => return deny("object", format!("the Pod object could not be read: {e}")),
-    };
-    match mutate::mutate(&pod, settings) {
+    match mutate::mutate(pod, settings) {
         Ok(Outcome::Skipped(skip)) => (allow, Verdict::Skipped(skip)),
         Ok(Outcome::Injected(injection)) => {
-            let patched = mutate::patch(&pod, &injection.pod)
+            let patched = mutate::patch(pod, &injection.pod)
                 .map_err(|e| e.to_string())
                 .and_then(|p| allow.with_patch(p).map_err(|e| e.to_string()));
             match patched {
                 Ok(response) => (response, Verdict::Injected(injection.mode)),
-                Err(e) => deny("object", format!("cannot build the patch: {e}")),
+                Err(e) => deny("object", format!("vaultlet: cannot build the patch: {e}")),
             }
         }
-        Err(d) => deny(d.reason(), format!("vaultlet: {d}")),
+        Err(d) => deny(d.reason(), d.message()),
     }
 }
 
