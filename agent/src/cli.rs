@@ -143,9 +143,7 @@ fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 async fn exit_when(policy: ExitPolicy) {
     match policy {
         ExitPolicy::Never => std::future::pending().await,
-        // TODO(agent/src/exit.rs): resolve once every app process in the shared process
-        // namespace has exited (classic sidecar of a Job).
-        ExitPolicy::AppsExited => std::future::pending().await,
+        ExitPolicy::AppsExited => crate::exit::apps_exited(crate::exit::proc_root()).await,
     }
 }
 

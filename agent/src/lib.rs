@@ -14,6 +14,8 @@ pub mod cli;
 #[cfg(feature = "runtime")]
 pub mod client;
 #[cfg(feature = "runtime")]
+pub mod exit;
+#[cfg(feature = "runtime")]
 pub mod fetch;
 #[cfg(feature = "runtime")]
 pub mod metrics;
