@@ -11,7 +11,7 @@ use tracing::{error, info};
 use crate::config::{AgentConfig, CONFIG_ENV, DEFAULT_STATE_DIR, ExitPolicy, LogFormat};
 use crate::metrics::{self, Metrics};
 use crate::probe;
-use crate::refresh::Agent;
+use crate::refresh::{Agent, AgentError};
 
 /// Renders secrets from Vault/OpenBao into files, keeps them fresh and tells the app.
 #[derive(Debug, Parser)]
@@ -76,7 +76,13 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
-            ExitCode::FAILURE
+            // Settings that can never work (TLS files, templates) are config errors, like a
+            // bad config file: exit 2, not 1.
+            let config_error = matches!(
+                e.downcast_ref::<AgentError>(),
+                Some(AgentError::Client(_) | AgentError::Template(_))
+            );
+            ExitCode::from(if config_error { 2 } else { 1 })
         }
     }
 }

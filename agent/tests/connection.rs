@@ -106,7 +106,8 @@ fn tls_with_custom_ca_and_server_name() {
         &mk(json!({ "address": addr, "caCert": bad })),
         Duration::from_secs(10),
     );
-    assert!(!status.success() && log.contains("vault.caCert"), "{log}");
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("vault.caCert"), "{log}");
     assert!(
         took < Duration::from_secs(1),
         "a config error is not retried: {took:?}"

@@ -177,7 +177,7 @@ fn bad_templates_fail_fast_and_missing_keys_fail_init_naming_the_secret() {
         json!([{ "name": "web", "path": "secret/data/app", "file": "web", "template": "{{#if user}}x" }]),
     );
     let (status, log, took) = h.init(&cfg, Duration::from_secs(10));
-    assert!(!status.success());
+    assert_eq!(status.code(), Some(2), "a config error exits 2");
     assert!(
         log.contains("secret \"web\": template does not parse"),
         "{log}"
@@ -194,7 +194,7 @@ fn bad_templates_fail_fast_and_missing_keys_fail_init_naming_the_secret() {
     );
     cfg["initDeadline"] = json!("1s");
     let (status, log, _) = h.init(&cfg, Duration::from_secs(10));
-    assert!(!status.success());
+    assert_eq!(status.code(), Some(1), "a missed init deadline exits 1");
     assert!(
         log.contains("init deadline") && log.contains("secret \"web\"") && log.contains("passwd"),
         "{log}"
