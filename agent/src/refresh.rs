@@ -553,10 +553,7 @@ impl Agent {
                 }
                 Ok(())
             }
-            Err(e)
-                if !e.is_forbidden()
-                    && matches!(&e, FetchError::Vault { source, .. } if source.status().is_some()) =>
-            {
+            Err(e) if lease_gone(&e) => {
                 info!(secret = %s.spec.name, error = %e, "lease cannot be renewed; fetching a new secret");
                 self.fetch_into(i, token).await
             }
@@ -678,6 +675,16 @@ impl Agent {
                 }
             });
         }
+    }
+}
+
+/// True when Vault answered a renewal with an error other than 403: the lease expired, was
+/// revoked or cannot be renewed, so only a new secret helps.
+fn lease_gone(e: &FetchError) -> bool {
+    match e {
+        FetchError::NotFound { .. } => true,
+        FetchError::Vault { source, .. } => !source.is_forbidden() && source.status().is_some(),
+        _ => false,
     }
 }
 
