@@ -89,7 +89,30 @@ fn dynamic_postgres_creds_are_renewed_then_replaced_before_max_ttl() {
     );
     let (u2, p2) = second.expect("second credentials");
     assert!(pg.can_login(&u2, &p2), "new credentials must log in");
+
+    // Leases revoked from outside: the next renewal fails and new credentials are fetched.
+    bao.write("sys/leases/revoke-prefix/database/creds/app", json!({}));
+    assert!(!pg.can_login(&u2, &p2), "revoked credentials must be gone");
+    let mut third = None;
+    wait_until(
+        Duration::from_secs(10),
+        "credentials after revocation",
+        || {
+            agent.assert_running();
+            third = creds(&read(&h.file("db"))).filter(|(u, _)| *u != u2);
+            third.is_some()
+        },
+    );
+    let (u3, p3) = third.expect("third credentials");
+    assert!(
+        pg.can_login(&u3, &p3),
+        "credentials after revocation must log in"
+    );
     let log = agent.log();
+    assert!(
+        log.contains("lease cannot be renewed; fetching a new secret"),
+        "{log}"
+    );
     assert!(log.contains("lease renewed"), "{log}");
     for line in log
         .lines()
@@ -98,7 +121,7 @@ fn dynamic_postgres_creds_are_renewed_then_replaced_before_max_ttl() {
         eprintln!("{line}");
     }
     eprintln!("credentials replaced after {replaced_after:?}");
-    assert_no_leak(&log, &[&p1, &p2, &token]);
+    assert_no_leak(&log, &[&p1, &p2, &p3, &token]);
 }
 
 #[test]
