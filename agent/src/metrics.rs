@@ -151,6 +151,8 @@ pub async fn serve(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<()> {
     tokio::spawn(async move {
         loop {
             let Ok((mut conn, _)) = listener.accept().await else {
+                // E.g. out of file descriptors: back off instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             };
             let metrics = metrics.clone();
