@@ -321,11 +321,20 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Builds a rustls config when the defaults (system roots, URL host) are not enough.
 fn tls_config(cfg: &VaultConfig) -> Result<Option<rustls::ClientConfig>, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls_err = |e: rustls::Error| ClientError::Tls(e.to_string());
+    if cfg.address.starts_with("http://") {
+        // Plain HTTP never uses TLS: skip loading (and holding) the system roots.
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(tls_err)?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        return Ok(Some(config));
+    }
     if cfg.ca_cert.is_none() && cfg.client_cert.is_none() && cfg.tls_server_name.is_none() {
         return Ok(None);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls_err = |e: rustls::Error| ClientError::Tls(e.to_string());
     let mut verifier: Arc<dyn ServerCertVerifier> = match &cfg.ca_cert {
         Some(path) => {
             let mut roots = rustls::RootCertStore::empty();

@@ -138,11 +138,19 @@ pub fn describe(t: &NotifySpec) -> String {
     }
 }
 
-/// Sends one notification.
-pub async fn send(http: &reqwest::Client, target: &NotifySpec) -> Result<(), NotifyError> {
+/// Sends one notification; `http` is the client for `http` targets.
+pub async fn send(http: Option<&reqwest::Client>, target: &NotifySpec) -> Result<(), NotifyError> {
     match target {
         NotifySpec::Signal { signal, process } => send_signal(signal, process),
-        NotifySpec::Http { url, method } => send_http(http, method, url).await,
+        NotifySpec::Http { url, method } => match http {
+            Some(http) => send_http(http, method, url).await,
+            None => Err(NotifyError::Http {
+                method: method.clone(),
+                url: url.clone(),
+                attempts: 0,
+                reason: "no HTTP client (see the earlier error)".into(),
+            }),
+        },
         NotifySpec::Exec { command } => run_command(command).await,
     }
 }

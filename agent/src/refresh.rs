@@ -10,7 +10,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::auth::{AuthError, Authenticator, Token};
 use crate::client::{ClientError, Secret, VaultClient};
-use crate::config::{AgentConfig, SecretSpec};
+use crate::config::{AgentConfig, NotifySpec, SecretSpec};
 use crate::fetch::{self, FetchError, Fetched, Kv2Meta, kv2_metadata_path};
 use crate::metrics::Metrics;
 use crate::notify;
@@ -183,7 +183,9 @@ pub struct Agent {
     last_login_error: Option<String>,
     secrets: Vec<SecretState>,
     renderer: Renderer,
-    http: reqwest::Client,
+    /// Client for HTTP notifications, built on first use (loading system roots costs time
+    /// and memory that most pods never need).
+    http: std::cell::OnceCell<Option<reqwest::Client>>,
     metrics: Arc<Metrics>,
     next_poll: Instant,
     ready: bool,
@@ -199,9 +201,6 @@ impl Agent {
     pub fn new(cfg: AgentConfig, metrics: Arc<Metrics>) -> Result<Self, AgentError> {
         let client = VaultClient::new(&cfg.vault)?;
         let renderer = Renderer::new(&cfg.secrets)?;
-        let http = reqwest::Client::builder()
-            .build()
-            .map_err(|e| ClientError::Build(e.to_string()))?;
         let now = Instant::now();
         Ok(Self {
             auth: Authenticator::new(client.clone(), cfg.auth.clone()),
@@ -213,7 +212,7 @@ impl Agent {
             last_login_error: None,
             secrets: cfg.secrets.iter().cloned().map(SecretState::new).collect(),
             renderer,
-            http,
+            http: std::cell::OnceCell::new(),
             metrics,
             next_poll: now + cfg.refresh_interval,
             ready: false,
@@ -658,6 +657,18 @@ impl Agent {
         }
     }
 
+    fn notify_client(&self) -> Option<reqwest::Client> {
+        self.http
+            .get_or_init(|| match reqwest::Client::builder().build() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    error!(error = %e, "cannot build the HTTP client for notifications");
+                    None
+                }
+            })
+            .clone()
+    }
+
     /// Sends each distinct target of the `changed` secrets (and the pod's) once, in the
     /// background so a slow app never delays the next round.
     fn notify(&self, changed: &[usize]) {
@@ -666,10 +677,13 @@ impl Agent {
             &self.cfg.notify,
         );
         for target in targets {
-            let http = self.http.clone();
+            let http = match &target {
+                NotifySpec::Http { .. } => self.notify_client(),
+                _ => None,
+            };
             tokio::spawn(async move {
                 let what = notify::describe(&target);
-                match notify::send(&http, &target).await {
+                match notify::send(http.as_ref(), &target).await {
                     Ok(()) => info!(target = %what, "notified"),
                     Err(e) => warn!(target = %what, error = %e, "notification failed"),
                 }
