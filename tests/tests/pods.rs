@@ -184,6 +184,44 @@ fn broken_app_mount_path_hides_the_secret() {
     assert!(err.to_string().contains("timed out"), "{err}");
 }
 
+/// Without a shared PID namespace the agent cannot see the app, as in Kubernetes: a mutation
+/// that forgot `shareProcessNamespace` would fail the nginx test.
+#[test]
+fn without_shared_pid_namespace_no_signal_arrives() {
+    require_namespaces();
+    let env = SampleEnv::start("nginx", &SampleOptions::default());
+    let mut pod = env.pod();
+    set_annotation(&mut pod, "vaultlet.io/refresh-interval", "1s");
+    let mut mutated = env.mutate(&pod, &[]);
+    mutated["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("shareProcessNamespace");
+    let run = env
+        .pod_setup(mutated)
+        .app("nginx", "nginx", &signal_app("/vault/secrets/site.conf"))
+        .start()
+        .expect("pod runs");
+    assert!(!run.shares_process_namespace());
+    assert_started_with_file(&run, "nginx");
+    env.bao(&[
+        "kv",
+        "put",
+        "-mount=secret",
+        "nginx/site",
+        "greeting=again",
+        "api_key=k3",
+    ]);
+    run.wait_for_file("nginx", "/vault/secrets/site.conf", WAIT, |s| {
+        s.contains("again")
+    })
+    .expect("re-rendered");
+    let err = run
+        .wait_for_output("nginx", "app: got SIGHUP", Duration::from_secs(3))
+        .expect_err("the agent must not reach a process in another PID namespace");
+    assert!(err.to_string().contains("timed out"), "{err}");
+}
+
 /// approle: AppRole from a Kubernetes Secret, JSON format, revoke on shutdown.
 #[test]
 fn approle_json_and_revoke_on_shutdown() {
