@@ -56,14 +56,17 @@ struct RunArgs {
     /// HTTP/2 connections the streams are spread over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// Seconds of each throughput phase.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds of each throughput round.
+    #[arg(long, default_value_t = 5)]
     duration: u64,
+    /// Alternating rounds per server (throughput and fixed rate).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// Requests per second in the fixed-rate phase.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
-    /// Seconds of each fixed-rate phase.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds of each fixed-rate round.
+    #[arg(long, default_value_t = 5)]
     rate_duration: u64,
 }
 
@@ -431,55 +434,50 @@ async fn merge(tasks: Vec<tokio::task::JoinHandle<Stats>>, start: Instant) -> St
     all
 }
 
-struct Measured {
+/// One server under test and everything measured on it.
+struct Target {
     name: &'static str,
+    proc_: Proc,
+    senders: Vec<SendRequest<Full<Bytes>>>,
+    rates: Vec<f64>,
     load: Stats,
     paced: Stats,
-    hwm_kib: Option<u64>,
 }
 
-async fn measure(
-    name: &'static str,
-    proc_: &Proc,
-    pki: &Pki,
-    body: &Bytes,
-    args: &RunArgs,
-) -> anyhow::Result<Measured> {
-    let senders = connections(&pki.ca, proc_.addr, args.connections).await?;
-    // Warm-up: connections, allocator, branch predictors.
-    let _ = throughput(&senders, body, args.concurrency, Duration::from_secs(1)).await;
-    let load = throughput(
-        &senders,
-        body,
-        args.concurrency,
-        Duration::from_secs(args.duration),
-    )
-    .await;
-    let paced = fixed_rate(
-        &senders,
-        body,
-        args.rate,
-        Duration::from_secs(args.rate_duration),
-    )
-    .await;
-    let hwm_kib = vm_hwm_kib(proc_.child.id());
-    eprintln!(
-        "{name}: {:.0} reviews/s (p50 {:.3} ms, p99 {:.3} ms, {} errors); at {}/s: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-        load.rate(),
-        load.pct(0.5),
-        load.pct(0.99),
-        load.errors + paced.errors,
-        args.rate,
-        paced.pct(0.5),
-        paced.pct(0.99),
-        paced.pct(1.0)
-    );
-    Ok(Measured {
-        name,
-        load,
-        paced,
-        hwm_kib,
-    })
+impl Target {
+    async fn new(
+        name: &'static str,
+        proc_: Proc,
+        pki: &Pki,
+        args: &RunArgs,
+    ) -> anyhow::Result<Self> {
+        let senders = connections(&pki.ca, proc_.addr, args.connections).await?;
+        Ok(Self {
+            name,
+            proc_,
+            senders,
+            rates: Vec::new(),
+            load: Stats::default(),
+            paced: Stats::default(),
+        })
+    }
+
+    fn absorb(into: &mut Stats, s: Stats) {
+        into.ok += s.ok;
+        into.errors += s.errors;
+        into.elapsed += s.elapsed;
+        into.micros.extend(s.micros);
+    }
+
+    fn median_rate(&self) -> f64 {
+        let mut r = self.rates.clone();
+        r.sort_by(f64::total_cmp);
+        r.get(r.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+
+    fn hwm_mib(&self) -> f64 {
+        vm_hwm_kib(self.proc_.child.id()).map_or(f64::NAN, |k| k as f64 / 1024.0)
+    }
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -508,46 +506,112 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .arg("--key")
         .arg(&pki.key);
 
-    let baseline = spawn(baseline_cmd, false, "listening ")?;
-    let base = measure("baseline", &baseline, &pki, &body, &args).await?;
-    drop(baseline);
-    let injector = spawn(injector_cmd, true, "webhook=")?;
-    let inj = measure("injector", &injector, &pki, &body, &args).await?;
-    drop(injector);
-
-    let ratio = inj.load.rate() / base.load.rate();
+    // Both servers run for the whole test; phases alternate so background load on a shared
+    // machine hits both alike.
+    let mut targets = [
+        Target::new(
+            "baseline",
+            spawn(baseline_cmd, false, "listening ")?,
+            &pki,
+            &args,
+        )
+        .await?,
+        Target::new(
+            "injector",
+            spawn(injector_cmd, true, "webhook=")?,
+            &pki,
+            &args,
+        )
+        .await?,
+    ];
+    for t in &targets {
+        let _ = throughput(&t.senders, &body, args.concurrency, Duration::from_secs(1)).await;
+    }
+    for round in 0..args.rounds {
+        for t in &mut targets {
+            let s = throughput(
+                &t.senders,
+                &body,
+                args.concurrency,
+                Duration::from_secs(args.duration),
+            )
+            .await;
+            eprintln!(
+                "round {round} {}: {:.0} reviews/s ({} errors)",
+                t.name,
+                s.rate(),
+                s.errors
+            );
+            t.rates.push(s.rate());
+            Target::absorb(&mut t.load, s);
+        }
+    }
+    for round in 0..args.rounds {
+        for t in &mut targets {
+            let s = fixed_rate(
+                &t.senders,
+                &body,
+                args.rate,
+                Duration::from_secs(args.rate_duration),
+            )
+            .await;
+            eprintln!(
+                "round {round} {} at {}/s: p99 {:.3} ms",
+                t.name,
+                args.rate,
+                {
+                    let mut m = s.micros.clone();
+                    m.sort_unstable();
+                    Stats {
+                        micros: m,
+                        ..Stats::default()
+                    }
+                    .pct(0.99)
+                }
+            );
+            Target::absorb(&mut t.paced, s);
+        }
+    }
+    for t in &mut targets {
+        t.load.micros.sort_unstable();
+        t.paced.micros.sort_unstable();
+    }
+    let [base, inj] = &targets;
+    let ratio = inj.median_rate() / base.median_rate();
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
-        "review body: {} bytes; {cpus} CPUs; {} connections, {} concurrent streams, {} s; fixed rate {}/s for {} s\n",
+        "review body: {} bytes; {cpus} CPUs (shared by client and server); {} HTTP/2 connections, {} concurrent streams; \
+         {} alternating rounds of {} s; fixed rate {}/s, {} rounds of {} s\n",
         body.len(),
         args.connections,
         args.concurrency,
+        args.rounds,
         args.duration,
         args.rate,
+        args.rounds,
         args.rate_duration
     );
     println!(
-        "| server | reviews/s (h2) | p50 ms | p99 ms | p50 ms @{r}/s | p99 ms @{r}/s | max ms @{r}/s | errors | VmHWM MiB |",
+        "| server | reviews/s (h2, median of rounds) | p50 ms | p99 ms | p50 ms @{r}/s | p99 ms @{r}/s | max ms @{r}/s | errors | VmHWM MiB |",
         r = args.rate
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for m in [&base, &inj] {
+    for t in &targets {
         println!(
-            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} |",
-            m.name,
-            m.load.rate(),
-            m.load.pct(0.5),
-            m.load.pct(0.99),
-            m.paced.pct(0.5),
-            m.paced.pct(0.99),
-            m.paced.pct(1.0),
-            m.load.errors + m.paced.errors,
-            m.hwm_kib
-                .map_or("?".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {:.1} |",
+            t.name,
+            t.median_rate(),
+            t.load.pct(0.5),
+            t.load.pct(0.99),
+            t.paced.pct(0.5),
+            t.paced.pct(0.99),
+            t.paced.pct(1.0),
+            t.load.errors + t.paced.errors,
+            t.hwm_mib(),
         );
     }
     let p99 = inj.paced.pct(0.99);
-    let rss = inj.hwm_kib.map_or(f64::NAN, |k| k as f64 / 1024.0);
+    let rss = inj.hwm_mib();
     println!(
         "\nthroughput ratio injector/baseline: {ratio:.2} (target >= 0.5): {}",
         verdict(ratio >= 0.5)
@@ -558,14 +622,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         verdict(p99 <= 1.0)
     );
     println!(
-        "injector VmHWM: {rss:.1} MiB (target <= 24 MiB): {}",
+        "injector VmHWM under load: {rss:.1} MiB (target <= 24 MiB): {}",
         verdict(rss <= 24.0)
     );
-    if inj.load.errors + inj.paced.errors > 0 {
-        bail!(
-            "the injector answered {} requests with errors",
-            inj.load.errors + inj.paced.errors
-        );
+    let errors = inj.load.errors + inj.paced.errors;
+    if errors > 0 {
+        bail!("the injector answered {errors} requests with errors");
     }
     Ok(())
 }

@@ -166,7 +166,8 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         check("agent-image", non_empty(&self.agent.agent_image))?;
         check("vault-addr", validate_vault_address(&self.vault.vault_addr))?;
-        for addr in &self.vault.allowed_vault_addrs {
+        // An empty list item (e.g. the env var set to "") means nothing.
+        for addr in self.vault.allowed_vault_addrs.iter().filter(|a| !a.trim().is_empty()) {
             check("allowed-vault-addrs", validate_vault_address(addr.trim()))?;
         }
         check("auth-path", validate_mount(&self.vault.auth_path))?;
@@ -213,7 +214,7 @@ impl Settings {
                 .vault
                 .allowed_vault_addrs
                 .iter()
-                .any(|a| norm(a) == want)
+                .any(|a| !a.trim().is_empty() && norm(a) == want)
     }
 
     /// The defaults, as `vaultlet-injector` would parse them with no flags (for tests and benches).
