@@ -142,6 +142,7 @@ fn sigterm_exits_zero_within_a_second_and_revokes_the_token() {
         json!([{ "name": "app", "path": "secret/data/app", "file": "app.env" }]),
     );
     cfg["revokeOnShutdown"] = json!(true);
+    cfg["log"] = json!({ "format": "json", "level": "debug" });
     let mut agent = h.run(&cfg);
     h.wait_ready(&mut agent, Duration::from_secs(10));
 
@@ -157,6 +158,17 @@ fn sigterm_exits_zero_within_a_second_and_revokes_the_token() {
         read(&h.file("app.env")).contains("pw"),
         "files stay after shutdown"
     );
+    let log = agent.log();
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v["message"].is_string() && v["level"].is_string(), "{line}");
+    }
+    assert!(
+        log.contains("\"message\":\"token and its leases revoked; stopping\""),
+        "{log}"
+    );
+    common::assert_no_leak(&log, &[&token]);
 }
 
 #[test]

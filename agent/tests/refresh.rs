@@ -45,7 +45,11 @@ fn kv_update_rewrites_and_notifies_once_and_unchanged_data_notifies_nobody() {
               "template": "{{user}}:{{password}}@{{secrets.other.host}}" }
         ]),
     );
-    cfg["notify"] = json!([{ "kind": "http", "url": format!("{}/reload", recorder.url()) }]);
+    let exec_log = h.dir.path().join("exec-notified");
+    cfg["notify"] = json!([
+        { "kind": "http", "url": format!("{}/reload", recorder.url()) },
+        { "kind": "exec", "command": ["/bin/sh", "-c", format!("echo hit >> {}", exec_log.display())] }
+    ]);
     cfg["metricsAddr"] = json!(format!("127.0.0.1:{}", vaultlet_testkit::free_port()));
     let mut agent = h.run(&cfg);
     h.wait_ready(&mut agent, Duration::from_secs(10));
@@ -85,6 +89,9 @@ fn kv_update_rewrites_and_notifies_once_and_unchanged_data_notifies_nobody() {
     let log = agent.log();
     assert_eq!(log.matches("notified target=POST").count(), 1, "{log}");
     assert_eq!(recorder.count(), 1);
+    wait_until(Duration::from_secs(5), "exec notification ran", || {
+        read(&exec_log) == "hit\n"
+    });
     assert!(read(&h.file("app.env")).contains(&pw2));
     // Refresh interval (300 ms) + 100 ms, with slack for a loaded 2-core test machine.
     assert!(
