@@ -167,7 +167,12 @@ impl Settings {
         check("agent-image", non_empty(&self.agent.agent_image))?;
         check("vault-addr", validate_vault_address(&self.vault.vault_addr))?;
         // An empty list item (e.g. the env var set to "") means nothing.
-        for addr in self.vault.allowed_vault_addrs.iter().filter(|a| !a.trim().is_empty()) {
+        for addr in self
+            .vault
+            .allowed_vault_addrs
+            .iter()
+            .filter(|a| !a.trim().is_empty())
+        {
             check("allowed-vault-addrs", validate_vault_address(addr.trim()))?;
         }
         check("auth-path", validate_mount(&self.vault.auth_path))?;

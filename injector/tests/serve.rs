@@ -572,3 +572,36 @@ async fn sigterm_finishes_in_flight_reviews_and_exits_zero() {
     let status = server.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
 }
+
+/// CPU time (user + system) of a process, from `/proc/<pid>/stat`, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); the slice starts at field 3.
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_server_uses_no_cpu() {
+    // Regression: the certificate watcher once reacted to its own reads (inotify access
+    // events) and spun a core at 100% while idle.
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key, _) = ca.leaf();
+    let (cert_path, key_path) = write_pair(dir.path(), &cert, &key);
+    let server = Server::start(&cert_path, &key_path);
+    wait_for("ready", Duration::from_secs(5), async || {
+        plain_get(server.admin, "/readyz").await == 200
+    })
+    .await;
+    let pid = server.child.id();
+    let before = cpu_ticks(pid);
+    // A measurement window, not a synchronisation: it spans several certificate polls.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let used = cpu_ticks(pid) - before;
+    assert!(
+        used <= 5,
+        "idle injector used {used} ticks (1/100 s) of CPU in 1.5 s"
+    );
+}
