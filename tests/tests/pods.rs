@@ -88,6 +88,14 @@ fn nginx_kv_template_native_sidecar_sighup() {
     // The sample checks every 30 s; the test does not want to wait that long.
     set_annotation(&mut pod, "vaultlet.io/refresh-interval", "1s");
     let mutated = env.mutate(&pod, &[]);
+    // The app gets the secrets read-only and never the agent's service-account token.
+    let app_mounts = mutated["spec"]["containers"][0]["volumeMounts"].clone();
+    let secrets_mount = app_mounts
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == "vaultlet-secrets"))
+        .expect("secrets volume mounted into the app");
+    assert_eq!(secrets_mount["readOnly"], true);
+    assert!(!app_mounts.to_string().contains("vaultlet-sa-token"));
     let run = env
         .pod_setup(mutated)
         .app("nginx", "nginx", &signal_app("/vault/secrets/site.conf"))
@@ -96,6 +104,10 @@ fn nginx_kv_template_native_sidecar_sighup() {
     assert_eq!(
         agent_names(&run),
         [("vaultlet-agent".to_string(), Role::NativeSidecar)]
+    );
+    assert!(
+        run.read_file("nginx", "/var/run/secrets/vaultlet.io/serviceaccount/token")
+            .is_err()
     );
     assert!(run.shares_process_namespace());
     assert_started_with_file(&run, "nginx");
