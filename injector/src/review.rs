@@ -119,17 +119,50 @@ fn request<T: Resource>(review: AdmissionReview<T>) -> Result<AdmissionRequest<T
         .map_err(|_| ReviewError::NotAReview("it has no request".into()))
 }
 
-/// Encodes the response review. The API server reads `patch` as a base64 string (Go `[]byte`);
-/// kube-core serialises it as an array of numbers, so it is re-encoded here.
-fn encode(mut response: AdmissionResponse) -> Result<Vec<u8>, serde_json::Error> {
+/// The response review as the API server reads it. kube-core builds the response, but its
+/// `patch` would serialise as an array of numbers; the API server reads a base64 string (Go
+/// `[]byte`), so the wire form is written here, in one pass.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReview<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    response: WireResponse<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse<'a> {
+    uid: &'a str,
+    allowed: bool,
+    status: &'a kube_core::Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<&'a Vec<String>>,
+}
+
+fn encode(response: AdmissionResponse) -> Result<Vec<u8>, serde_json::Error> {
     use base64::Engine;
-    let patch = response.patch.take();
-    let mut value = serde_json::to_value(response.into_review())?;
-    if let (Some(patch), Some(r)) = (patch, value.get_mut("response")) {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
-        r["patch"] = serde_json::Value::String(encoded);
-    }
-    serde_json::to_vec(&value)
+    let patch = response
+        .patch
+        .as_ref()
+        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+    let wire = WireReview {
+        api_version: &response.types.api_version,
+        kind: &response.types.kind,
+        response: WireResponse {
+            uid: &response.uid,
+            allowed: response.allowed,
+            status: &response.result,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            warnings: response.warnings.as_ref(),
+        },
+    };
+    serde_json::to_vec(&wire)
 }
 
 fn describe<T: Resource>(req: &AdmissionRequest<T>) -> String {
