@@ -159,21 +159,44 @@ pub fn mutate(pod: &Pod, settings: &Settings) -> Result<Outcome, Deny> {
 
 /// Mutates a Pod; `job` says whether its containers run to completion under a Job.
 pub fn mutate_pod(pod: &Pod, settings: &Settings, job: bool) -> Result<Outcome, Deny> {
+    match prepare(pod, settings, job)? {
+        Err(skip) => Ok(Outcome::Skipped(skip)),
+        Ok(prepared) => inject(pod.clone(), prepared, settings),
+    }
+}
+
+/// Like [`mutate`], but consumes the Pod instead of copying it (the admission hot path).
+pub fn mutate_owned(pod: Pod, settings: &Settings) -> Result<Outcome, Deny> {
+    match prepare(&pod, settings, owned_by_job(&pod))? {
+        Err(skip) => Ok(Outcome::Skipped(skip)),
+        Ok(prepared) => inject(pod, prepared, settings),
+    }
+}
+
+/// Everything decided before the Pod is changed.
+struct Prepared {
+    req: PodRequest,
+    plan: Plan,
+    config: AgentConfig,
+}
+
+/// Validates and decides; `Ok(Err(skip))` when the Pod passes unchanged.
+fn prepare(pod: &Pod, settings: &Settings, job: bool) -> Result<Result<Prepared, Skip>, Deny> {
     let empty = BTreeMap::new();
     let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
     if annotations.contains_key(STATUS) {
-        return Ok(Outcome::Skipped(Skip::AlreadyInjected));
+        return Ok(Err(Skip::AlreadyInjected));
     }
     if !opted_in(pod) {
-        return Ok(Outcome::Skipped(Skip::NotOptedIn));
+        return Ok(Err(Skip::NotOptedIn));
     }
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if phase.is_some_and(|p| p != "Pending") {
-        return Ok(Outcome::Skipped(Skip::NotPending));
+        return Ok(Err(Skip::NotPending));
     }
     let req = annotations::parse(annotations)?;
     if req.inject == Some(false) && !label_opt_in(pod) {
-        return Ok(Outcome::Skipped(Skip::NotOptedIn));
+        return Ok(Err(Skip::NotOptedIn));
     }
     let spec = pod
         .spec
@@ -181,12 +204,15 @@ pub fn mutate_pod(pod: &Pod, settings: &Settings, job: bool) -> Result<Outcome, 
         .ok_or_else(|| Deny::Object("the Pod has no spec".into()))?;
     let plan = Plan::new(&req, settings, spec, job)?;
     let config = agent_config(&req, settings, &plan)?;
-    let mut out = pod.clone();
-    apply(&mut out, &plan, &config, settings, &req)?;
+    Ok(Ok(Prepared { req, plan, config }))
+}
+
+fn inject(mut pod: Pod, p: Prepared, settings: &Settings) -> Result<Outcome, Deny> {
+    apply(&mut pod, &p.plan, &p.config, settings, &p.req)?;
     Ok(Outcome::Injected(Box::new(Injection {
-        pod: out,
-        config,
-        mode: plan.mode,
+        pod,
+        config: p.config,
+        mode: p.plan.mode,
     })))
 }
 
@@ -210,75 +236,125 @@ fn opted_in(pod: &Pod) -> bool {
 }
 
 /// The JSON Patch turning `before` into `after` (an injection of `before`).
-///
-/// Built from the known shape of an injection (annotations and volumes appended, mounts
-/// appended, agent containers inserted) rather than a generic diff: it is several times
-/// cheaper, and it only ever adds, so fields of the request this API version does not
-/// know are never touched. Parents are created where missing.
 pub fn patch(before: &Pod, after: &Pod) -> Result<json_patch::Patch, Deny> {
-    let mut ops = Ops::default();
-    let empty = BTreeMap::new();
-    match &before.metadata.annotations {
-        None => ops.add(&["metadata", "annotations"], &after.metadata.annotations)?,
-        Some(old) => {
-            for (k, v) in after.metadata.annotations.as_ref().unwrap_or(&empty) {
-                if old.get(k) != Some(v) {
-                    ops.add(&["metadata", "annotations", k], v)?;
+    let bytes = Shape::of(before).patch_json(after)?;
+    serde_json::from_slice(&bytes).map_err(|e| Deny::Object(e.to_string()))
+}
+
+/// What the JSON Patch needs to know about a Pod before injection; cheap to take, so the
+/// Pod itself can be consumed by the mutation.
+///
+/// The patch is built from the known shape of an injection (annotations and volumes
+/// appended, mounts appended, agent containers inserted) rather than a generic diff: it is
+/// several times cheaper, and it only ever adds, so fields of the request this API version
+/// does not know are never touched. Parents are created where missing.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    annotations: Option<BTreeMap<String, String>>,
+    containers: Option<Vec<(String, Option<usize>)>>,
+    init_containers: Option<Vec<(String, Option<usize>)>>,
+    volumes: Option<usize>,
+    share_process_namespace: Option<bool>,
+}
+
+fn list_shape(list: Option<&Vec<Container>>) -> Option<Vec<(String, Option<usize>)>> {
+    list.map(|l| {
+        l.iter()
+            .map(|c| (c.name.clone(), c.volume_mounts.as_ref().map(Vec::len)))
+            .collect()
+    })
+}
+
+impl Shape {
+    /// Records the shape of a Pod before injection.
+    pub fn of(pod: &Pod) -> Self {
+        let spec = pod.spec.as_ref();
+        Self {
+            annotations: pod.metadata.annotations.clone(),
+            containers: list_shape(spec.map(|s| &s.containers)),
+            init_containers: list_shape(spec.and_then(|s| s.init_containers.as_ref())),
+            volumes: spec.and_then(|s| s.volumes.as_ref()).map(Vec::len),
+            share_process_namespace: spec.and_then(|s| s.share_process_namespace),
+        }
+    }
+
+    /// The JSON Patch (serialised JSON) from this shape to `after`.
+    pub fn patch_json(&self, after: &Pod) -> Result<Vec<u8>, Deny> {
+        let mut ops = Ops::default();
+        let empty = BTreeMap::new();
+        match &self.annotations {
+            None => ops.add(&["metadata", "annotations"], &after.metadata.annotations)?,
+            Some(old) => {
+                for (k, v) in after.metadata.annotations.as_ref().unwrap_or(&empty) {
+                    if old.get(k) != Some(v) {
+                        ops.add(&["metadata", "annotations", k], v)?;
+                    }
                 }
             }
         }
-    }
-    let (Some(b), Some(a)) = (&before.spec, &after.spec) else {
-        return Err(Deny::Object("the Pod has no spec".into()));
-    };
-    patch_list(
-        &mut ops,
-        "containers",
-        Some(&b.containers),
-        Some(&a.containers),
-    )?;
-    patch_list(
-        &mut ops,
-        "initContainers",
-        b.init_containers.as_ref(),
-        a.init_containers.as_ref(),
-    )?;
-    append_tail(
-        &mut ops,
-        &["spec", "volumes"],
-        b.volumes.as_ref(),
-        a.volumes.as_ref(),
-    )?;
-    if b.share_process_namespace != a.share_process_namespace {
-        ops.add(
-            &["spec", "shareProcessNamespace"],
-            &a.share_process_namespace,
+        let Some(a) = &after.spec else {
+            return Err(Deny::Object("the Pod has no spec".into()));
+        };
+        patch_list(
+            &mut ops,
+            "containers",
+            self.containers.as_ref(),
+            Some(&a.containers),
         )?;
+        patch_list(
+            &mut ops,
+            "initContainers",
+            self.init_containers.as_ref(),
+            a.init_containers.as_ref(),
+        )?;
+        append_tail(
+            &mut ops,
+            &["spec", "volumes"],
+            self.volumes,
+            a.volumes.as_ref(),
+        )?;
+        if self.share_process_namespace != a.share_process_namespace {
+            ops.add(
+                &["spec", "shareProcessNamespace"],
+                &a.share_process_namespace,
+            )?;
+        }
+        Ok(ops.finish())
     }
-    Ok(json_patch::Patch(ops.0))
 }
 
+/// `add` operations written straight to JSON (no intermediate `Value`).
 #[derive(Default)]
-struct Ops(Vec<json_patch::PatchOperation>);
+struct Ops(Vec<u8>);
 
 impl Ops {
     fn add<T: serde::Serialize>(&mut self, path: &[&str], value: &T) -> Result<(), Deny> {
-        let value = serde_json::to_value(value).map_err(|e| Deny::Object(e.to_string()))?;
-        let path = json_patch::jsonptr::PointerBuf::from_tokens(path.iter().copied());
-        self.0
-            .push(json_patch::PatchOperation::Add(json_patch::AddOperation {
-                path,
-                value,
-            }));
+        let pointer = json_patch::jsonptr::PointerBuf::from_tokens(path.iter().copied());
+        self.0.push(if self.0.is_empty() { b'[' } else { b',' });
+        self.0.extend_from_slice(br#"{"op":"add","path":"#);
+        let written = serde_json::to_writer(&mut self.0, pointer.as_str()).and_then(|()| {
+            self.0.extend_from_slice(br#","value":"#);
+            serde_json::to_writer(&mut self.0, value)
+        });
+        written.map_err(|e| Deny::Object(e.to_string()))?;
+        self.0.push(b'}');
         Ok(())
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.0.is_empty() {
+            self.0.push(b'[');
+        }
+        self.0.push(b']');
+        self.0
     }
 }
 
-/// Adds the elements `after` has beyond `before` (which is a prefix of it).
+/// Adds the elements `after` has beyond the first `before` ones.
 fn append_tail<T: serde::Serialize>(
     ops: &mut Ops,
     path: &[&str],
-    before: Option<&Vec<T>>,
+    before: Option<usize>,
     after: Option<&Vec<T>>,
 ) -> Result<(), Deny> {
     let Some(after) = after else { return Ok(()) };
@@ -287,7 +363,9 @@ fn append_tail<T: serde::Serialize>(
         Some(before) => {
             let mut p = path.to_vec();
             p.push("-");
-            after[before.len()..]
+            after
+                .get(before..)
+                .unwrap_or_default()
                 .iter()
                 .try_for_each(|v| ops.add(&p, v))
         }
@@ -298,7 +376,7 @@ fn append_tail<T: serde::Serialize>(
 fn patch_list(
     ops: &mut Ops,
     field: &str,
-    before: Option<&Vec<Container>>,
+    before: Option<&Vec<(String, Option<usize>)>>,
     after: Option<&Vec<Container>>,
 ) -> Result<(), Deny> {
     let Some(after) = after else { return Ok(()) };
@@ -313,20 +391,24 @@ fn patch_list(
     let at = before
         .iter()
         .zip(after)
-        .position(|(b, a)| b.name != a.name)
+        .position(|((name, _), a)| *name != a.name)
         .unwrap_or(before.len());
     let inserted = after.len().saturating_sub(before.len());
-    for (i, old) in before.iter().enumerate() {
-        let new = &after[if i < at { i } else { i + inserted }];
+    for (i, (_, mounts)) in before.iter().enumerate() {
+        let Some(new) = after.get(if i < at { i } else { i + inserted }) else {
+            return Err(Deny::Object(format!(
+                "{field} changed shape during injection"
+            )));
+        };
         let index = i.to_string();
         append_tail(
             ops,
             &["spec", field, &index, "volumeMounts"],
-            old.volume_mounts.as_ref(),
+            *mounts,
             new.volume_mounts.as_ref(),
         )?;
     }
-    for (n, c) in after[at..at + inserted].iter().enumerate() {
+    for (n, c) in after.iter().skip(at).take(inserted).enumerate() {
         let index = if at == before.len() {
             "-".to_owned()
         } else {

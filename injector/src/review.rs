@@ -82,8 +82,9 @@ pub fn review(body: &[u8], settings: &Settings) -> Result<Reviewed, ReviewError>
     let (response, verdict, object) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
         Ok(review) => {
             let req = request(review)?;
-            let (response, verdict) = decide_pod(&req, settings);
-            (response, verdict, describe(&req))
+            let object = describe(&req);
+            let (response, verdict) = decide_pod(req, settings);
+            (response, verdict, object)
         }
         Err(typed_error) => {
             let review: AdmissionReview<DynamicObject> =
@@ -186,26 +187,28 @@ fn is_pod_create<T: Resource>(req: &AdmissionRequest<T>) -> bool {
         && req.sub_resource.as_deref().unwrap_or("").is_empty()
 }
 
-fn decide_pod(req: &AdmissionRequest<Pod>, settings: &Settings) -> (AdmissionResponse, Verdict) {
-    let allow = AdmissionResponse::from(req);
-    let Some(pod) = req.object.as_ref().filter(|_| is_pod_create(req)) else {
+fn decide_pod(mut req: AdmissionRequest<Pod>, settings: &Settings) -> (AdmissionResponse, Verdict) {
+    let allow = AdmissionResponse::from(&req);
+    let pod = req.object.take().filter(|_| is_pod_create(&req));
+    let Some(pod) = pod else {
         return (allow, Verdict::Ignored);
     };
     let deny = |reason: &'static str, message: String| {
-        let response = AdmissionResponse::from(req).deny(&message);
+        let response = AdmissionResponse::from(&req).deny(&message);
         (response, Verdict::Denied { reason, message })
     };
-    match mutate::mutate(pod, settings) {
+    let shape = mutate::Shape::of(&pod);
+    match mutate::mutate_owned(pod, settings) {
         Ok(Outcome::Skipped(skip)) => (allow, Verdict::Skipped(skip)),
-        Ok(Outcome::Injected(injection)) => {
-            let patched = mutate::patch(pod, &injection.pod)
-                .map_err(|e| e.to_string())
-                .and_then(|p| allow.with_patch(p).map_err(|e| e.to_string()));
-            match patched {
-                Ok(response) => (response, Verdict::Injected(injection.mode)),
-                Err(e) => deny("object", format!("vaultlet: cannot build the patch: {e}")),
+        Ok(Outcome::Injected(injection)) => match shape.patch_json(&injection.pod) {
+            Ok(patch) => {
+                let mut response = allow;
+                // `encode` writes it base64-encoded with patchType JSONPatch.
+                response.patch = Some(patch);
+                (response, Verdict::Injected(injection.mode))
             }
-        }
+            Err(e) => deny("object", format!("vaultlet: cannot build the patch: {e}")),
+        },
         Err(d) => deny(d.reason(), d.message()),
     }
 }
