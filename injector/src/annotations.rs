@@ -804,6 +804,33 @@ pub fn parse_quantity(v: &str) -> Result<String, String> {
     Ok(v.to_owned())
 }
 
+/// Numeric value of a quantity accepted by [`parse_quantity`].
+pub fn quantity_value(q: &str) -> Option<f64> {
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exp => 10f64.powi(exp.get(1..)?.parse::<i32>().ok()?),
+    };
+    Some(n * factor)
+}
+
 fn parse_log_level(v: &str) -> Result<String, String> {
     let ok = !v.is_empty()
         && v.len() <= 200

@@ -510,6 +510,30 @@ fn vault_addr_allowlist() {
 }
 
 #[test]
+fn quantities_compare_by_value() {
+    for (a, b) in [
+        ("100m", "1"),
+        ("16Mi", "64Mi"),
+        ("1G", "1Gi"),
+        ("500M", "1G"),
+        ("1e3", "2k"),
+    ] {
+        let (a, b) = (
+            annotations::quantity_value(a).expect(a),
+            annotations::quantity_value(b).expect(b),
+        );
+        assert!(a < b, "{a} < {b}");
+    }
+    // A request equal to its limit is fine.
+    let v = with(
+        annotated("vaultlet.io/memory-request", "64Mi"),
+        "/metadata/annotations/vaultlet.io~1cpu-limit",
+        json!("10m"),
+    );
+    assert!(mutate(&mk_pod(v), &settings()).is_ok());
+}
+
+#[test]
 fn skipped_pods() {
     let cases: &[(&str, serde_json::Value, Skip)] = &[
         (

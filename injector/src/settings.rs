@@ -201,6 +201,28 @@ impl Settings {
         if let Some(q) = &self.resources.memory_limit {
             check("memory-limit", parse_quantity(q))?;
         }
+        let over = |request: &str, limit: Option<&String>| {
+            let value = |q: &str| crate::annotations::quantity_value(q);
+            limit.is_some_and(|l| matches!((value(request), value(l)), (Some(r), Some(l)) if r > l))
+        };
+        if over(
+            &self.resources.cpu_request,
+            self.resources.cpu_limit.as_ref(),
+        ) {
+            return Err(SettingsError {
+                flag: "cpu-request",
+                reason: "must not exceed --cpu-limit".into(),
+            });
+        }
+        if over(
+            &self.resources.memory_request,
+            self.resources.memory_limit.as_ref(),
+        ) {
+            return Err(SettingsError {
+                flag: "memory-request",
+                reason: "must not exceed --memory-limit".into(),
+            });
+        }
         if self.agent.init_deadline.0 < std::time::Duration::from_secs(1) {
             return Err(SettingsError {
                 flag: "init-deadline",
@@ -266,6 +288,9 @@ mod tests {
             s.validate().expect_err("too short").flag,
             "sa-token-expiration"
         );
+        let mut s = Settings::defaults();
+        s.resources.memory_request = "128Mi".into();
+        assert_eq!(s.validate().expect_err("over limit").flag, "memory-request");
         let mut s = Settings::defaults();
         s.vault.allowed_vault_addrs = vec!["vault:8200".into()];
         assert_eq!(
