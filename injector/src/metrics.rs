@@ -106,7 +106,11 @@ impl Metrics {
 
     /// Records a body rejected with an HTTP error status.
     pub fn bad_request(&self, status: u16) {
-        let label = if status == 413 { "413" } else { "400" };
+        let label = match status {
+            413 => "413",
+            408 => "408",
+            _ => "400",
+        };
         self.bad_requests
             .get_or_create(&vec![("status", label)])
             .inc();

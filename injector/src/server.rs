@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
@@ -36,6 +36,9 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Serving certificate.
     pub certs: Arc<CertStore>,
+    /// HTTP/1 headers and request bodies must arrive within this (`--read-timeout`); the API
+    /// server gives up on a webhook after at most 30 s, so a slower client is not the API server.
+    pub read_timeout: Duration,
     draining: AtomicBool,
 }
 
@@ -91,6 +94,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         settings: args.settings,
         metrics: metrics.clone(),
         certs: certs.clone(),
+        read_timeout: args.server.read_timeout.0,
         draining: AtomicBool::new(false),
     });
     let listener = TcpListener::bind(args.server.listen_addr)
@@ -190,9 +194,9 @@ fn spawn_tls(app: &Arc<App>, stream: TcpStream, graceful: &GracefulShutdown) {
             }
             Err(_) => return,
         };
+        let read_timeout = app.read_timeout;
         let svc = hyper::service::service_fn(move |req| handle(app.clone(), req, true));
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let conn = builder
+        let conn = conn_builder(read_timeout)
             .serve_connection(TokioIo::new(tls), svc)
             .into_owned();
         if let Err(e) = watcher.watch(conn).await {
@@ -205,13 +209,23 @@ fn spawn_plain(app: &Arc<App>, stream: TcpStream, graceful: &GracefulShutdown) {
     let watcher = graceful.watcher();
     let app = app.clone();
     tokio::spawn(async move {
+        let read_timeout = app.read_timeout;
         let svc = hyper::service::service_fn(move |req| handle(app.clone(), req, false));
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let conn = builder
+        let conn = conn_builder(read_timeout)
             .serve_connection(TokioIo::new(stream), svc)
             .into_owned();
         let _ = watcher.watch(conn).await;
     });
+}
+
+/// HTTP/1.1 and HTTP/2 on one connection; a client that dribbles its headers is cut off.
+fn conn_builder(read_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout);
+    builder
 }
 
 type Body = Full<Bytes>;
@@ -265,10 +279,24 @@ async fn mutate(app: &App, req: Request<Incoming>) -> Response<Body> {
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return too_large(app);
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(app),
-        Err(e) => {
+    let read = tokio::time::timeout(
+        app.read_timeout,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    );
+    let body = match read.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(app),
+        Err(_) => {
+            app.metrics.bad_request(408);
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {:?}\n",
+                    app.read_timeout
+                ),
+            );
+        }
+        Ok(Err(e)) => {
             app.metrics.bad_request(400);
             return text(
                 StatusCode::BAD_REQUEST,

@@ -34,6 +34,9 @@ pub struct ServerArgs {
     /// How long in-flight reviews may take to finish after SIGTERM.
     #[arg(long, env = "VAULTLET_SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: HumanDuration,
+    /// A client must send its HTTP/1 headers, and any request body, within this.
+    #[arg(long, env = "VAULTLET_READ_TIMEOUT", default_value = "10s")]
+    pub read_timeout: HumanDuration,
 }
 
 /// The serving certificate.

@@ -58,6 +58,10 @@ struct Server {
 
 impl Server {
     fn start(cert: &Path, key: &Path) -> Self {
+        Self::start_with(cert, key, &[])
+    }
+
+    fn start_with(cert: &Path, key: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vaultlet-injector"))
             .args([
                 "serve",
@@ -71,6 +75,7 @@ impl Server {
             .arg("--tls-key-file")
             .arg(key)
             .args(["--log-level", "info", "--shutdown-grace", "10s"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -604,4 +609,62 @@ async fn idle_server_uses_no_cpu() {
         used <= 5,
         "idle injector used {used} ticks (1/100 s) of CPU in 1.5 s"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key, _) = ca.leaf();
+    let (cert_path, key_path) = write_pair(dir.path(), &cert, &key);
+    let server = Server::start_with(&cert_path, &key_path, &["--read-timeout", "1s"]);
+
+    // Headers that never finish: the connection is closed after the read timeout.
+    let mut tls = tls_connect(&ca, server.webhook, b"http/1.1").await;
+    tls.write_all(b"POST /mutate HTTP/1.1\r\nhost: localhost\r\n")
+        .await
+        .expect("write partial head");
+    let started = Instant::now();
+    let mut buf = vec![0; 512];
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await;
+    let elapsed = started.elapsed();
+    let closed = match read {
+        Ok(Ok(n)) => n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+        Ok(Err(_)) => true,
+        Err(_) => false,
+    };
+    assert!(
+        closed,
+        "a client stuck in its headers was not cut off within 5 s"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "cut off after {elapsed:?}, before the 1 s read timeout"
+    );
+
+    // A body that stalls half-way: 408, and the server still answers others.
+    let tls = tls_connect(&ca, server.webhook, b"h2").await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .expect("h2");
+    tokio::spawn(conn);
+    let (tx, body) = ChannelBody::new();
+    tx.send(Bytes::from_static(b"{\"apiVersion\":"))
+        .await
+        .expect("first chunk");
+    let req = Request::post("https://localhost/mutate")
+        .body(body)
+        .expect("req");
+    let status = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .expect("an answer within 5 s")
+        .expect("response")
+        .status()
+        .as_u16();
+    assert_eq!(status, 408);
+    drop(tx);
+    let (status, body) = send(&ca, server.webhook, b"h2", "/mutate", review_body(&pod())).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }
