@@ -217,8 +217,8 @@ pub struct SecretSpec {
     pub format: OutputFormat,
     /// File path relative to the secrets dir.
     pub file: String,
-    /// File mode, e.g. `0o440`.
-    #[serde(default = "default_mode")]
+    /// File mode: a number (`288` is `0o440`) or an octal string (`"0440"`).
+    #[serde(default = "default_mode", deserialize_with = "mode_de")]
     pub mode: u32,
     /// Group id to own the file; the agent's own group when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,6 +230,34 @@ pub struct SecretSpec {
 
 fn default_mode() -> u32 {
     DEFAULT_FILE_MODE
+}
+
+/// Parses an octal file mode: `0440`, `440` or `0o440`, at most `0777`.
+pub fn parse_mode(v: &str) -> Result<u32, String> {
+    let digits = v.strip_prefix("0o").unwrap_or(v);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        return Err("expected an octal mode like 0440".into());
+    }
+    let mode = u32::from_str_radix(digits, 8).map_err(|e| e.to_string())?;
+    if mode > 0o777 {
+        return Err("must be between 0000 and 0777 (no setuid/setgid/sticky bits)".into());
+    }
+    Ok(mode)
+}
+
+/// A file mode from a number or an octal string, so YAML configs can say `mode: "0440"`.
+fn mode_de<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Mode {
+        Number(u32),
+        Octal(String),
+    }
+    match Mode::deserialize(d)? {
+        Mode::Number(n) => Ok(n),
+        Mode::Octal(s) => parse_mode(&s).map_err(serde::de::Error::custom),
+    }
 }
 
 /// Output format of a secret rendered without a template.
@@ -811,6 +839,24 @@ mod tests {
         let mut cfg = mk_config();
         cfg.secrets.push(mk_secret("db", "db2"));
         assert!(cfg.validate().unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn modes_as_numbers_or_octal_strings() {
+        let json = |mode: &str| {
+            format!(
+                r#"{{"version":1,"vault":{{"address":"http://v:8200"}},
+                    "auth":{{"method":"token","tokenFile":"/t"}},
+                    "secrets":[{{"name":"a","path":"kv/a","file":"a","mode":{mode}}}]}}"#
+            )
+        };
+        for (mode, want) in [("288", 0o440), (r#""0440""#, 0o440), (r#""0o600""#, 0o600)] {
+            let cfg = AgentConfig::from_json(&json(mode)).expect(mode);
+            assert_eq!(cfg.secrets[0].mode, want, "{mode}");
+        }
+        for bad in [r#""0999""#, r#""rw""#, r#""""#, r#""01777""#, "512"] {
+            assert!(AgentConfig::from_json(&json(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use vaultlet_agent::config::{
-    LogFormat, NotifySpec, OutputFormat, parse_duration, validate_mount, validate_name,
+    LogFormat, NotifySpec, OutputFormat, parse_duration, parse_mode, validate_mount, validate_name,
     validate_relative_file, validate_vault_address, validate_vault_path,
 };
 
@@ -649,7 +649,7 @@ fn parse_secret_attr(
             validate_relative_file(v).map_err(bad)?;
             secret.file = Some(v.to_owned());
         }
-        "perms" => secret.mode = Some(parse_perms(v).map_err(bad)?),
+        "perms" => secret.mode = Some(parse_mode(v).map_err(bad)?),
         "format" => secret.format = Some(v.parse().map_err(bad)?),
         "params" => {
             for line in v.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -859,20 +859,6 @@ fn parse_notify_lines(v: &str) -> Result<Vec<NotifySpec>, String> {
 fn parse_gid(v: &str) -> Result<u32, String> {
     v.parse::<u32>()
         .map_err(|_| "expected a numeric group id".to_owned())
-}
-
-/// Parses an octal file mode: `0440`, `440` or `0o440`.
-pub fn parse_perms(v: &str) -> Result<u32, String> {
-    let digits = v.strip_prefix("0o").unwrap_or(v);
-    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
-    {
-        return Err("expected an octal mode like 0440".into());
-    }
-    let mode = u32::from_str_radix(digits, 8).map_err(|e| e.to_string())?;
-    if mode > 0o777 {
-        return Err("must be between 0000 and 0777 (no setuid/setgid/sticky bits)".into());
-    }
-    Ok(mode)
 }
 
 fn parse_version(v: &str) -> Result<u64, String> {
@@ -1128,11 +1114,11 @@ mod tests {
 
     #[test]
     fn perms() {
-        assert_eq!(parse_perms("0440"), Ok(0o440));
-        assert_eq!(parse_perms("600"), Ok(0o600));
-        assert_eq!(parse_perms("0o644"), Ok(0o644));
+        assert_eq!(parse_mode("0440"), Ok(0o440));
+        assert_eq!(parse_mode("600"), Ok(0o600));
+        assert_eq!(parse_mode("0o644"), Ok(0o644));
         for bad in ["", "8", "07777", "rw", "0x1"] {
-            assert!(parse_perms(bad).is_err(), "{bad}");
+            assert!(parse_mode(bad).is_err(), "{bad}");
         }
     }
 
