@@ -80,7 +80,10 @@ pub fn run_preview(args: &PreviewArgs) -> anyhow::Result<()> {
     } else {
         Output::Yaml
     };
-    let text = preview::preview(&input, &args.settings, output)?;
+    let (text, warnings) = preview::preview(&input, &args.settings, output)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
     print!("{text}");
     Ok(())
 }

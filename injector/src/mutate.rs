@@ -132,6 +132,8 @@ pub struct Injection {
     pub config: AgentConfig,
     /// How the agent was injected.
     pub mode: InjectMode,
+    /// Advice for the user that does not block admission (sent as admission warnings).
+    pub warnings: Vec<String>,
 }
 
 /// Result of [`mutate`].
@@ -209,12 +211,53 @@ fn prepare(pod: &Pod, settings: &Settings, job: bool) -> Result<Result<Prepared,
 }
 
 fn inject(mut pod: Pod, p: Prepared, settings: &Settings) -> Result<Outcome, Deny> {
+    let warnings = pod
+        .spec
+        .as_ref()
+        .map(|spec| signal_warnings(spec, &p.plan, &p.req))
+        .unwrap_or_default();
     apply(&mut pod, &p.plan, &p.config, settings, &p.req)?;
     Ok(Outcome::Injected(Box::new(Injection {
         pod,
         config: p.config,
         mode: p.plan.mode,
+        warnings,
     })))
+}
+
+/// A signal only reaches processes of the agent's own user (restricted Pods cannot grant
+/// CAP_KILL), so warn about app containers that may run as someone else.
+fn signal_warnings(spec: &PodSpec, plan: &Plan, req: &PodRequest) -> Vec<String> {
+    if !req.signals() {
+        return Vec::new();
+    }
+    let pod_uid = spec.security_context.as_ref().and_then(|c| c.run_as_user);
+    let targeted = |name: &str| {
+        req.containers
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == name))
+    };
+    spec.containers
+        .iter()
+        .filter(|c| targeted(&c.name))
+        .filter_map(|c| {
+            let uid = c
+                .security_context
+                .as_ref()
+                .and_then(|sc| sc.run_as_user)
+                .or(pod_uid);
+            let runs_as = match uid {
+                Some(u) if u == plan.uid => return None,
+                Some(u) => format!("runs as user {u}"),
+                None => "runs as its image's user".to_owned(),
+            };
+            Some(format!(
+                "{PREFIX}notify: container {:?} {runs_as} but the agent runs as user {}, so a signal \
+                 cannot reach it; set spec.securityContext.runAsUser to the app's user",
+                c.name, plan.uid
+            ))
+        })
+        .collect()
 }
 
 fn label_opt_in(pod: &Pod) -> bool {

@@ -319,6 +319,7 @@ fn pod_security_context_and_process_namespace() {
     assert_eq!((sc.run_as_user, sc.run_as_group), (Some(1000), Some(3000)));
     assert_eq!(i.config.secrets[0].group, Some(2000));
     assert_eq!(spec(&i.pod).share_process_namespace, Some(true));
+    assert!(i.warnings.is_empty(), "{:?}", i.warnings);
 
     // A root pod user is not copied: the agent stays non-root.
     let pod = mk_pod(with(
@@ -337,6 +338,43 @@ fn pod_security_context_and_process_namespace() {
     let i = injected(&pod, &settings());
     check_common("share-process-namespace", &pod, &i);
     assert_eq!(spec(&i.pod).share_process_namespace, Some(true));
+}
+
+#[test]
+fn signals_to_another_user_are_warned_about() {
+    // No runAsUser anywhere: the app runs as its image's user, the agent as 65532.
+    let i = injected(
+        &mk_pod(annotated("vaultlet.io/notify", "signal:SIGHUP:nginx")),
+        &settings(),
+    );
+    assert_eq!(i.warnings.len(), 1, "{:?}", i.warnings);
+    assert!(
+        i.warnings[0].contains("vaultlet.io/notify")
+            && i.warnings[0].contains("\"web\"")
+            && i.warnings[0].contains("image's user")
+            && i.warnings[0].contains("65532"),
+        "{}",
+        i.warnings[0]
+    );
+    // The container's own user differs from the pod-level one the agent takes.
+    let v = with(
+        with(
+            annotated("vaultlet.io/notify", "signal:SIGHUP:nginx"),
+            "/spec/securityContext",
+            json!({"runAsUser": 1000}),
+        ),
+        "/spec/containers/0/securityContext",
+        json!({"runAsUser": 2000}),
+    );
+    let i = injected(&mk_pod(v), &settings());
+    assert_eq!(i.warnings.len(), 1, "{:?}", i.warnings);
+    assert!(
+        i.warnings[0].contains("runs as user 2000"),
+        "{}",
+        i.warnings[0]
+    );
+    // No signal: no warning.
+    assert!(injected(&mk_pod(basic()), &settings()).warnings.is_empty());
 }
 
 #[test]

@@ -38,7 +38,7 @@ pub enum PreviewError {
 pub enum Output {
     /// The mutated object as YAML.
     Yaml,
-    /// The JSON Patch (against the whole object) as JSON.
+    /// The webhook's JSON Patch (paths rebased onto the whole object) as JSON.
     Patch,
 }
 
@@ -62,9 +62,19 @@ fn template_path(kind: &str) -> Result<(&'static str, bool), PreviewError> {
     }
 }
 
-/// Mutates `object` through the webhook's code path; returns the new object (unchanged when
-/// the webhook would skip it).
-pub fn mutate_object(object: &Value, settings: &Settings) -> Result<Value, PreviewError> {
+/// One previewed object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Previewed {
+    /// The object as the webhook would leave it (unchanged when it would skip it).
+    pub object: Value,
+    /// The webhook's own JSON Patch, with paths rebased onto the workload's pod template.
+    pub patch: Value,
+    /// Admission warnings the webhook would send.
+    pub warnings: Vec<String>,
+}
+
+/// Mutates `object` through the webhook's code path.
+pub fn mutate_object(object: &Value, settings: &Settings) -> Result<Previewed, PreviewError> {
     let kind = object
         .get("kind")
         .and_then(Value::as_str)
@@ -76,41 +86,69 @@ pub fn mutate_object(object: &Value, settings: &Settings) -> Result<Value, Previ
         reason: e.to_string(),
     })?;
     let job = job || mutate::owned_by_job(&pod);
-    let mutated = match mutate::mutate_pod(&pod, settings, job)? {
-        Outcome::Skipped(_) => return Ok(object.clone()),
-        Outcome::Injected(injection) => injection.pod,
+    let shape = mutate::Shape::of(&pod);
+    let injection = match mutate::mutate_pod(&pod, settings, job)? {
+        Outcome::Skipped(_) => {
+            return Ok(Previewed {
+                object: object.clone(),
+                patch: Value::Array(Vec::new()),
+                warnings: Vec::new(),
+            });
+        }
+        Outcome::Injected(injection) => injection,
     };
+    let patch = rebase_patch(&shape.patch_json(&injection.pod)?, path)?;
     let mut mutated =
-        serde_json::to_value(&mutated).map_err(|e| PreviewError::Output(e.to_string()))?;
+        serde_json::to_value(&injection.pod).map_err(|e| PreviewError::Output(e.to_string()))?;
     let mut out = object.clone();
     if path.is_empty() {
-        return Ok(mutated);
+        out = mutated;
+    } else {
+        if let Value::Object(m) = &mut mutated {
+            // A pod template has only metadata and spec.
+            m.retain(|k, _| k == "metadata" || k == "spec");
+        }
+        if let Some(slot) = out.pointer_mut(path) {
+            *slot = mutated;
+        }
     }
-    if let Value::Object(m) = &mut mutated {
-        // A pod template has only metadata and spec.
-        m.retain(|k, _| k == "metadata" || k == "spec");
-    }
-    if let Some(slot) = out.pointer_mut(path) {
-        *slot = mutated;
-    }
-    Ok(out)
+    Ok(Previewed {
+        object: out,
+        patch,
+        warnings: injection.warnings,
+    })
 }
 
-/// Runs a preview on the text of one object and renders the chosen output.
-pub fn preview(input: &str, settings: &Settings, output: Output) -> Result<String, PreviewError> {
-    let object = parse_object(input)?;
-    let mutated = mutate_object(&object, settings)?;
-    match output {
-        Output::Yaml => {
-            serde_saphyr::to_string(&mutated).map_err(|e| PreviewError::Output(e.to_string()))
-        }
-        Output::Patch => {
-            let patch = json_patch::diff(&object, &mutated);
-            serde_json::to_string_pretty(&patch)
-                .map(|s| s + "\n")
-                .map_err(|e| PreviewError::Output(e.to_string()))
+/// Prefixes every operation's path with the pod template's JSON pointer.
+fn rebase_patch(patch: &[u8], prefix: &str) -> Result<Value, PreviewError> {
+    let mut ops: Value =
+        serde_json::from_slice(patch).map_err(|e| PreviewError::Output(e.to_string()))?;
+    if let Value::Array(ops) = &mut ops {
+        for op in ops {
+            if let Some(Value::String(p)) = op.get_mut("path") {
+                p.insert_str(0, prefix);
+            }
         }
     }
+    Ok(ops)
+}
+
+/// Runs a preview on the text of one object; returns the chosen output and the warnings.
+pub fn preview(
+    input: &str,
+    settings: &Settings,
+    output: Output,
+) -> Result<(String, Vec<String>), PreviewError> {
+    let object = parse_object(input)?;
+    let previewed = mutate_object(&object, settings)?;
+    let text = match output {
+        Output::Yaml => serde_saphyr::to_string(&previewed.object)
+            .map_err(|e| PreviewError::Output(e.to_string()))?,
+        Output::Patch => serde_json::to_string_pretty(&previewed.patch)
+            .map(|s| s + "\n")
+            .map_err(|e| PreviewError::Output(e.to_string()))?,
+    };
+    Ok((text, previewed.warnings))
 }
 
 #[cfg(test)]
@@ -193,7 +231,9 @@ mod tests {
         ] {
             let input = workload(kind);
             let object = parse_object(&input).unwrap_or_else(|e| panic!("{kind}: {e}\n{input}"));
-            let out = mutate_object(&object, &settings).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            let out = mutate_object(&object, &settings)
+                .unwrap_or_else(|e| panic!("{kind}: {e}"))
+                .object;
             emit_for_validation(&format!("preview-{}", kind.to_lowercase()), &out);
             let spec = pod_spec_of(&out);
             assert_eq!(
@@ -203,21 +243,20 @@ mod tests {
             assert_eq!(out["kind"], kind);
             assert!(out.pointer("/spec/template/apiVersion").is_none(), "{kind}");
             // The YAML output reads back to the same object.
-            let yaml = preview(&input, &settings, Output::Yaml).expect("yaml");
+            let (yaml, warnings) = preview(&input, &settings, Output::Yaml).expect("yaml");
+            assert!(warnings.is_empty(), "{kind}: {warnings:?}");
             assert_eq!(parse_object(&yaml).expect("reparse"), out, "{kind}");
             // The patch applied to the input gives the same object.
             let patch: json_patch::Patch =
-                serde_json::from_str(&preview(&input, &settings, Output::Patch).expect("patch"))
+                serde_json::from_str(&preview(&input, &settings, Output::Patch).expect("patch").0)
                     .expect("patch json");
             let mut doc = object.clone();
             json_patch::patch(&mut doc, &patch).expect("applies");
             assert_eq!(doc, out, "{kind}");
             // Idempotent.
-            assert_eq!(
-                mutate_object(&out, &settings).expect("again"),
-                out,
-                "{kind}"
-            );
+            let again = mutate_object(&out, &settings).expect("again");
+            assert_eq!(again.object, out, "{kind}");
+            assert_eq!(again.patch, Value::Array(Vec::new()), "{kind}");
         }
     }
 

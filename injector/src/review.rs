@@ -205,6 +205,9 @@ fn decide_pod(mut req: AdmissionRequest<Pod>, settings: &Settings) -> (Admission
                 let mut response = allow;
                 // `encode` writes it base64-encoded with patchType JSONPatch.
                 response.patch = Some(patch);
+                if !injection.warnings.is_empty() {
+                    response.warnings = Some(injection.warnings);
+                }
                 (response, Verdict::Injected(injection.mode))
             }
             Err(e) => deny("object", format!("vaultlet: cannot build the patch: {e}")),
@@ -281,6 +284,22 @@ mod tests {
         assert_eq!(
             doc["metadata"]["annotations"]["vaultlet.io/status"],
             "injected"
+        );
+        assert!(resp.get("warnings").is_none(), "{resp}");
+    }
+
+    #[test]
+    fn advice_travels_as_admission_warnings() {
+        let object = mk_pod_object(json!({"vaultlet.io/role": "app",
+            "vaultlet.io/secret-db": "kv/db", "vaultlet.io/notify": "signal:SIGHUP:web"}));
+        let r = review(&mk_review("Pod", "CREATE", object), &Settings::defaults()).expect("ok");
+        let resp = response(&r);
+        assert_eq!(resp["allowed"], true);
+        let warnings = resp["warnings"].as_array().expect("warnings");
+        assert_eq!(warnings.len(), 1, "{resp}");
+        assert!(
+            warnings[0].as_str().is_some_and(|w| w.contains("signal")),
+            "{resp}"
         );
     }
 
