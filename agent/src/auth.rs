@@ -54,6 +54,14 @@ impl AuthError {
     }
 }
 
+/// Wraps a client error with the step it happened in.
+fn failed_at(step: &str) -> impl FnOnce(ClientError) -> AuthError + '_ {
+    move |source| AuthError::Vault {
+        step: step.to_owned(),
+        source,
+    }
+}
+
 /// A Vault token and what Vault said about its lifetime.
 #[derive(Debug, Clone)]
 pub struct Token {
@@ -130,10 +138,7 @@ impl Authenticator {
             .client
             .write(path, None, body)
             .await
-            .map_err(|source| AuthError::Vault {
-                step: step.clone(),
-                source,
-            })?;
+            .map_err(failed_at(&step))?;
         let auth = resp.and_then(|r| r.auth).ok_or(AuthError::Missing {
             step,
             field: "auth.client_token",
@@ -157,10 +162,7 @@ impl Authenticator {
             .client
             .write("sys/wrapping/unwrap", Some(&wrapping), &json!({}))
             .await
-            .map_err(|source| AuthError::Vault {
-                step: step.clone(),
-                source,
-            })?;
+            .map_err(failed_at(&step))?;
         let id = resp
             .and_then(|r| r.data)
             .and_then(|d| d.get("secret_id").and_then(|v| v.as_str()).map(Secret::new))
@@ -179,10 +181,7 @@ impl Authenticator {
             .client
             .read("auth/token/lookup-self", &secret)
             .await
-            .map_err(|source| AuthError::Vault {
-                step: step.clone(),
-                source,
-            })?;
+            .map_err(failed_at(&step))?;
         let data = resp.and_then(|r| r.data).ok_or(AuthError::Missing {
             step,
             field: "data",
@@ -204,10 +203,7 @@ impl Authenticator {
             .client
             .write("auth/token/renew-self", Some(token), &json!({}))
             .await
-            .map_err(|source| AuthError::Vault {
-                step: step.clone(),
-                source,
-            })?;
+            .map_err(failed_at(&step))?;
         let auth = resp.and_then(|r| r.auth).ok_or(AuthError::Missing {
             step,
             field: "auth",
@@ -225,10 +221,7 @@ impl Authenticator {
             .write("auth/token/revoke-self", Some(token), &json!({}))
             .await
             .map(|_| ())
-            .map_err(|source| AuthError::Vault {
-                step: "token revocation (auth/token/revoke-self)".into(),
-                source,
-            })
+            .map_err(failed_at("token revocation (auth/token/revoke-self)"))
     }
 }
 
