@@ -329,13 +329,31 @@ fn job_native_sidecar_completes() {
 /// exits by itself within 1 s of the app.
 #[test]
 fn job_classic_sidecar_exits_with_the_app() {
+    let gap = classic_job_exit_gap(job_app(), true);
+    eprintln!("classic Job: app exit -> agent exit {} ms", gap.as_millis());
+}
+
+/// The same when the app fails: the agent leaves whatever the app's exit code, so the Job
+/// reports the app's failure instead of hanging.
+#[test]
+fn job_classic_sidecar_exits_when_the_app_fails() {
+    let failing = format!("{}\nexit 3", job_app());
+    let gap = classic_job_exit_gap(&failing, false);
+    eprintln!(
+        "classic Job, failing app: app exit -> agent exit {} ms",
+        gap.as_millis()
+    );
+}
+
+/// Runs the job sample in classic mode with `app` as the app; returns app exit -> agent exit.
+fn classic_job_exit_gap(app: &str, app_succeeds: bool) -> Duration {
     require_namespaces();
     let env = SampleEnv::start("job", &SampleOptions::default());
     let mutated = env.mutate(&env.pod(), &["--native-sidecars=false"]);
     assert_eq!(mutated["spec"]["shareProcessNamespace"], true);
     let run = env
         .pod_setup(mutated)
-        .app("report", "report", job_app())
+        .app("report", "report", app)
         .start()
         .expect("pod runs");
     assert_eq!(
@@ -349,7 +367,12 @@ fn job_classic_sidecar_exits_with_the_app() {
     run.run_to_completion(WAIT)
         .unwrap_or_else(|e| panic!("{e}\nagent output:\n{}", run.output("vaultlet-agent")));
     let app = run.exit("report").expect("app exited");
-    assert!(app.status.success(), "{}", run.output("report"));
+    assert_eq!(
+        app.status.success(),
+        app_succeeds,
+        "{}",
+        run.output("report")
+    );
     let agent = run.exit("vaultlet-agent").expect("agent exited");
     assert!(agent.status.success(), "{}", run.output("vaultlet-agent"));
     let gap = run
@@ -359,7 +382,7 @@ fn job_classic_sidecar_exits_with_the_app() {
         gap <= Duration::from_secs(1),
         "agent exited {gap:?} after the app (target <= 1 s)"
     );
-    eprintln!("classic Job: app exit -> agent exit {} ms", gap.as_millis());
+    gap
 }
 
 /// cronjob: a Job's pod with a nested file path.
