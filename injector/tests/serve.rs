@@ -144,6 +144,23 @@ impl Drop for Server {
     }
 }
 
+/// A server on a fresh CA-signed certificate; the temp dir holding it must outlive the server.
+fn start_signed(extra: &[&str]) -> (Ca, tempfile::TempDir, Server) {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key, _) = ca.leaf();
+    let (cert_path, key_path) = write_pair(dir.path(), &cert, &key);
+    let server = Server::start_with(&cert_path, &key_path, extra);
+    (ca, dir, server)
+}
+
+async fn wait_ready(server: &Server) {
+    wait_for("ready", Duration::from_secs(5), async || {
+        plain_get(server.admin, "/readyz").await == 200
+    })
+    .await;
+}
+
 fn write_pair(dir: &Path, cert: &str, key: &str) -> (PathBuf, PathBuf) {
     let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
     std::fs::write(&k, key).expect("write key");
@@ -392,15 +409,8 @@ async fn wait_for(what: &str, within: Duration, mut cond: impl AsyncFnMut() -> b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reviews_over_h2_and_http1() {
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key, _) = ca.leaf();
-    let (cert_path, key_path) = write_pair(dir.path(), &cert, &key);
-    let server = Server::start(&cert_path, &key_path);
-    wait_for("ready", Duration::from_secs(5), async || {
-        plain_get(server.admin, "/readyz").await == 200
-    })
-    .await;
+    let (ca, _dir, server) = start_signed(&[]);
+    wait_ready(&server).await;
 
     let object = pod();
     for alpn in [&b"h2"[..], b"http/1.1"] {
@@ -513,11 +523,7 @@ async fn certificate_rotation_is_served_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_reviews_and_exits_zero() {
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key, _) = ca.leaf();
-    let (cert_path, key_path) = write_pair(dir.path(), &cert, &key);
-    let mut server = Server::start(&cert_path, &key_path);
+    let (ca, _dir, mut server) = start_signed(&[]);
 
     // Start a review whose body is still being sent, then SIGTERM.
     let tls = tls_connect(&ca, server.webhook, b"h2").await;
@@ -591,15 +597,8 @@ fn cpu_ticks(pid: u32) -> u64 {
 async fn idle_server_uses_no_cpu() {
     // Regression: the certificate watcher once reacted to its own reads (inotify access
     // events) and spun a core at 100% while idle.
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key, _) = ca.leaf();
-    let (cert_path, key_path) = write_pair(dir.path(), &cert, &key);
-    let server = Server::start(&cert_path, &key_path);
-    wait_for("ready", Duration::from_secs(5), async || {
-        plain_get(server.admin, "/readyz").await == 200
-    })
-    .await;
+    let (_ca, _dir, server) = start_signed(&[]);
+    wait_ready(&server).await;
     let pid = server.child.id();
     let before = cpu_ticks(pid);
     // A measurement window, not a synchronisation: it spans several certificate polls.
@@ -614,11 +613,7 @@ async fn idle_server_uses_no_cpu() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ca = Ca::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key, _) = ca.leaf();
-    let (cert_path, key_path) = write_pair(dir.path(), &cert, &key);
-    let server = Server::start_with(&cert_path, &key_path, &["--read-timeout", "1s"]);
+    let (ca, _dir, server) = start_signed(&["--read-timeout", "1s"]);
 
     // Headers that never finish: the connection is closed after the read timeout.
     let mut tls = tls_connect(&ca, server.webhook, b"http/1.1").await;

@@ -218,11 +218,7 @@ impl<'a> PodSetup<'a> {
         name: &str,
         data: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
-        let data = data
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
-        self.secrets.insert(name.into(), data);
+        self.secrets.insert(name.into(), owned(data));
         self
     }
 
@@ -232,11 +228,7 @@ impl<'a> PodSetup<'a> {
         name: &str,
         data: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
-        let data = data
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
-        self.config_maps.insert(name.into(), data);
+        self.config_maps.insert(name.into(), owned(data));
         self
     }
 
@@ -865,4 +857,13 @@ impl PodRun {
             }
         }
     }
+}
+
+/// Key/value pairs as an owned map (Secret and ConfigMap data).
+fn owned<K: Into<String>, V: Into<String>>(
+    data: impl IntoIterator<Item = (K, V)>,
+) -> BTreeMap<String, String> {
+    data.into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect()
 }
