@@ -72,7 +72,31 @@ app.kubernetes.io/component: injector
 {{- define "vaultlet.dnsNames" -}}
 {{- $svc := include "vaultlet.fullname" . -}}
 {{- $ns := .Release.Namespace -}}
-{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson }}
+{{- $names := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
+{{- $host := include "vaultlet.urlHost" . -}}
+{{- if and $host (not (include "vaultlet.urlHostIsIP" .)) -}}
+{{- $names = append $names $host -}}
+{{- end -}}
+{{- $names | toJson }}
+{{- end }}
+
+{{/* The host of webhook.url ("" without one). */}}
+{{- define "vaultlet.urlHost" -}}
+{{- with .Values.webhook.url }}{{ (urlParse .).hostname }}{{ end -}}
+{{- end }}
+
+{{/* "true" when the host of webhook.url is an IP address (it then goes into ipAddresses). */}}
+{{- define "vaultlet.urlHostIsIP" -}}
+{{- if regexMatch "^[0-9.]+$|:" (include "vaultlet.urlHost" .) }}true{{ end -}}
+{{- end }}
+
+{{/* IP addresses the serving certificate names, as a JSON list. */}}
+{{- define "vaultlet.ipAddresses" -}}
+{{- if include "vaultlet.urlHostIsIP" . -}}
+{{- list (include "vaultlet.urlHost" .) | toJson -}}
+{{- else -}}
+[]
+{{- end -}}
 {{- end }}
 
 {{/* image reference: repository[:tag][@digest]; args: dict "image" <values> "default" <tag>. */}}
