@@ -64,8 +64,12 @@ kubernetes_auth() {
   enable_auth kubernetes kubernetes
   if [ -n "${KUBERNETES_CA_CERT:-}" ]; then
     [ -r "$KUBERNETES_CA_CERT" ] || die "KUBERNETES_CA_CERT=$KUBERNETES_CA_CERT is not a readable file"
+    # OpenBao outside the cluster: the API server's CA, and (KUBERNETES_REVIEWER_JWT) a token
+    # of a service account bound to system:auth-delegator for its TokenReview calls.
+    local reviewer=()
+    [ -n "${KUBERNETES_REVIEWER_JWT:-}" ] && reviewer=(token_reviewer_jwt="$KUBERNETES_REVIEWER_JWT")
     "$BAO" write auth/kubernetes/config kubernetes_host="$KUBERNETES_HOST" \
-      kubernetes_ca_cert=@"$KUBERNETES_CA_CERT" disable_local_ca_jwt=true >/dev/null
+      kubernetes_ca_cert=@"$KUBERNETES_CA_CERT" disable_local_ca_jwt=true "${reviewer[@]}" >/dev/null
   else
     # OpenBao runs in the cluster: it uses its own service account's CA and token.
     "$BAO" write auth/kubernetes/config kubernetes_host="$KUBERNETES_HOST" >/dev/null

@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
 # Builds everything and runs every test: unit, in-process, integration against real OpenBao and
-# PostgreSQL, manifest validation, Helm lint, and the README demo. Installs what it needs itself.
+# PostgreSQL, admission and Kubernetes auth on a real local control plane (scripts/cluster.sh),
+# manifest validation, Helm lint, and the README demo. Installs and builds what it needs itself
+# (the Kubernetes binaries once, into ~/.cache/vaultlet).
 #   scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n=== %s ===\n' "$*"; }
 
-step "tools (OpenBao, kubernetes-validate, helm-sdkpy, PostgreSQL)"
+step "tools (OpenBao, kubernetes-validate, helm-sdkpy, PostgreSQL; Kubernetes from Go modules)"
 # shellcheck source=scripts/tools.sh
 source scripts/tools.sh
 bao version
+scripts/cluster.sh build
 
 step "build"
 cargo build --workspace --all-targets --locked
+
+step "local Kubernetes control plane + helm install of the chart"
+# The watchdog takes the cluster down if this script dies; the trap does on a normal exit.
+trap 'scripts/cluster.sh down' EXIT
+VAULTLET_INJECTOR="$PWD/target/debug/vaultlet-injector" scripts/cluster.sh install --watch $$
 
 step "cargo test"
 validate_dir="$PWD/target/validate"

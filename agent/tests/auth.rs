@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use common::{Harness, assert_no_leak, config, kv_policy, mode, read};
 use serde_json::json;
-use vaultlet_testkit::{OpenBao, TokenReviewServer, random_hex};
+use vaultlet_testkit::cluster::Cluster;
+use vaultlet_testkit::{OpenBao, random_hex, wait_until};
 
 fn mk_secrets() -> serde_json::Value {
     json!([
@@ -117,12 +118,15 @@ fn approle_with_a_wrong_secret_id_fails_init_with_the_cause() {
 }
 
 #[test]
-fn kubernetes_auth_via_token_review() {
+fn kubernetes_auth_with_a_pod_bound_token_from_the_api_server() {
     let password = random_hex(12);
     let bao = mk_bao(&password);
-    let k8s = TokenReviewServer::start();
-    bao.enable_kubernetes(&k8s.url(), "app", "app-sa", "default", &["app"]);
-    let jwt = k8s.sa_token("default", "app-sa", "uid-1", "vault", 3600);
+    let k8s = Cluster::running();
+    let ns = "vaultlet-e2e";
+    let (pod, uid) = k8s.placeholder_pod(ns, "app-sa");
+    bao.enable_kubernetes(k8s, "app", "app-sa", ns, &["app"]);
+    // What the kubelet mounts: TokenRequest, audience vault, bound to the Pod.
+    let jwt = k8s.token(ns, "app-sa", "vault", 600, Some((&pod, &uid)));
 
     let h = Harness::new();
     let sa = h.put("sa-token", &jwt);
@@ -133,11 +137,17 @@ fn kubernetes_auth_via_token_review() {
     );
     assert!(status.success(), "init failed: {log}");
     assert!(read(&h.file("app.env")).contains(&password));
-    assert!(
-        k8s.requests() >= 1,
-        "OpenBao must have asked the TokenReview endpoint"
-    );
     assert_no_leak(&log, &[&password, &jwt]);
+
+    // OpenBao asks the API server each time: once the Pod is gone (and the API server's
+    // ~10 s review cache has passed), its token is not valid.
+    assert!(bao.kubernetes_login("app", &jwt).is_success());
+    k8s.delete(ns, "pod", &pod);
+    wait_until(
+        Duration::from_secs(30),
+        "a token bound to a deleted Pod is refused",
+        || bao.kubernetes_login("app", &jwt).status == 403,
+    );
 }
 
 #[test]

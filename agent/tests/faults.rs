@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::{Harness, assert_no_leak, config, kv_policy, read, wait_log};
 use serde_json::json;
-use vaultlet_testkit::{OpenBao, Signal, TokenReviewServer, free_port, random_hex, wait_until};
+use vaultlet_testkit::cluster::Cluster;
+use vaultlet_testkit::{OpenBao, Signal, free_port, random_hex, wait_until};
 
 #[test]
 fn revoked_token_leads_to_a_new_login_with_the_rotated_sa_token() {
@@ -15,9 +16,11 @@ fn revoked_token_leads_to_a_new_login_with_the_rotated_sa_token() {
     let pw1 = random_hex(10);
     bao.write_kv("secret/app", &[("password", &pw1)]);
     kv_policy(&bao, "app", &["app"]);
-    let k8s = TokenReviewServer::start();
-    bao.enable_kubernetes(&k8s.url(), "app", "app-sa", "default", &["app"]);
-    let jwt1 = k8s.sa_token("default", "app-sa", "uid-1", "vault", 3600);
+    let k8s = Cluster::running();
+    let ns = "vaultlet-e2e";
+    bao.enable_kubernetes(k8s, "app", "app-sa", ns, &["app"]);
+    let (pod1, uid1) = k8s.placeholder_pod(ns, "app-sa");
+    let jwt1 = k8s.token(ns, "app-sa", "vault", 600, Some((&pod1, &uid1)));
 
     let h = Harness::new();
     let sa = h.put("sa-token", &jwt1);
@@ -31,10 +34,11 @@ fn revoked_token_leads_to_a_new_login_with_the_rotated_sa_token() {
     h.wait_ready(&mut agent, Duration::from_secs(10));
     let token1 = read(&h.sink());
 
-    // The kubelet rotates the projected token; the old one stops being valid.
-    let jwt2 = k8s.sa_token("default", "app-sa", "uid-1", "vault", 3600);
+    // A new token in the file; the old one stops being valid (its Pod is deleted).
+    let (pod2, uid2) = k8s.placeholder_pod(ns, "app-sa");
+    let jwt2 = k8s.token(ns, "app-sa", "vault", 600, Some((&pod2, &uid2)));
     h.put("sa-token", &jwt2);
-    k8s.revoke(&jwt1);
+    k8s.delete(ns, "pod", &pod1);
     // Someone revokes the agent's Vault token.
     bao.write("auth/token/revoke", json!({ "token": token1 }));
     let pw2 = random_hex(10);

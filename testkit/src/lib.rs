@@ -1,4 +1,5 @@
-//! Real components on loopback for vaultlet's integration and end-to-end tests.
+//! Real components on loopback for vaultlet's integration and end-to-end tests: OpenBao,
+//! PostgreSQL, and the local Kubernetes control plane of `scripts/cluster.sh`.
 //!
 //! Everything here is synchronous (std processes, sockets and threads), so it works from a plain
 //! `#[test]` as well as from a tokio test. Every helper panics with a message saying what failed,
@@ -8,9 +9,10 @@
 //! |---|---|
 //! | [`OpenBao::dev`] | `bao server -dev` on `127.0.0.1:<free port>` |
 //! | [`OpenBao::persistent`] | on-disk (single-node raft) server that survives [`OpenBao::stop`] / [`OpenBao::start`] |
-//! | [`TokenReviewServer`] | the one Kubernetes stand-in: `POST .../tokenreviews` for OpenBao's kubernetes auth |
 //! | [`Postgres`] | PostgreSQL from `VAULTLET_PG_BIN` (as user `postgres` when root) for the database engine |
 //! | [`HttpRecorder`] | records HTTP calls (the agent's `http://` notify target) |
+//! | [`HttpServer`] | a tiny HTTP/1 server with a handler function, for other stand-ins |
+//! | [`cluster::Cluster`] | the local Kubernetes of `scripts/cluster.sh` (started by scripts/test.sh), through its `kubectl` |
 //! | [`Process`] | any child (e.g. the agent binary) in its own process group, logging to a file |
 //!
 //! The binaries come from `source scripts/tools.sh` ([`bao_bin`], [`pg_bin_dir`]). Servers are
@@ -34,34 +36,35 @@
 //!   (persistent server), [`OpenBao::dev_on`] (bring a server up on a port chosen earlier).
 //!
 //! ```no_run
-//! use vaultlet_testkit::{OpenBao, TokenReviewServer};
+//! use vaultlet_testkit::{OpenBao, cluster::Cluster};
 //!
 //! let bao = OpenBao::dev();
 //! bao.write_kv("secret/app", &[("password", "s3cret")]);
 //! bao.policy("app", r#"path "secret/data/app" { capabilities = ["read"] }"#);
 //! let (role_id, secret_id) = bao.enable_approle("app", &["app"]);
 //!
-//! let k8s = TokenReviewServer::start();
-//! bao.enable_kubernetes(&k8s.url(), "app", "app-sa", "default", &["app"]);
-//! let jwt = k8s.sa_token("default", "app-sa", "uid-1", "vault", 3600);
+//! // Kubernetes auth against the real API server of scripts/cluster.sh.
+//! let k8s = Cluster::running();
+//! k8s.ensure_service_account("default", "app-sa");
+//! bao.enable_kubernetes(k8s, "app", "app-sa", "default", &["app"]);
+//! let jwt = k8s.token("default", "app-sa", "vault", 3600, None);
 //! # let _ = (role_id, secret_id, jwt);
 //! ```
 
 mod bins;
+pub mod cluster;
 pub mod http;
 mod openbao;
 mod postgres;
 mod process;
 mod server;
-mod tokenreview;
 mod util;
 
 pub use bins::{bao_bin, pg_bin_dir, workspace_root};
 pub use nix::sys::signal::Signal;
-pub use openbao::{ApiResponse, OpenBao, TEST_CA_PEM};
+pub use openbao::{ApiResponse, OpenBao};
 pub use postgres::Postgres;
 pub use process::{Process, log_tail};
-pub use server::{HttpRecorder, Request};
+pub use server::{Handler, HttpRecorder, HttpServer, Request};
 pub use tempfile::TempDir;
-pub use tokenreview::TokenReviewServer;
 pub use util::{free_port, free_port_pair, random_hex, wait_until};

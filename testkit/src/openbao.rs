@@ -13,8 +13,6 @@ use crate::{TempDir, bao_bin, http, random_hex, util, wait_until};
 mod auth;
 mod engines;
 
-pub use auth::TEST_CA_PEM;
-
 /// How long a server may take to come up (2 shared cores, parallel builds).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -38,11 +38,12 @@ impl Request {
 }
 
 /// Computes `(status, content type, body)` for a request.
-pub(crate) type Handler = dyn Fn(&Request) -> (u16, &'static str, String) + Send + Sync;
+pub type Handler = dyn Fn(&Request) -> (u16, &'static str, String) + Send + Sync;
 
 /// Accept loop on its own thread, one thread per connection, one request per connection;
 /// stopped (and joined) on drop.
-pub(crate) struct HttpServer {
+#[derive(Debug)]
+pub struct HttpServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -50,7 +51,7 @@ pub(crate) struct HttpServer {
 
 impl HttpServer {
     /// Binds `127.0.0.1:0` and serves `handler`.
-    pub(crate) fn start(name: &str, handler: Arc<Handler>) -> HttpServer {
+    pub fn start(name: &str, handler: Arc<Handler>) -> HttpServer {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .unwrap_or_else(|e| panic!("bind {name} server on 127.0.0.1: {e}"));
         let addr = listener.local_addr().expect("local_addr of a bound socket");
@@ -67,7 +68,8 @@ impl HttpServer {
         }
     }
 
-    pub(crate) fn addr(&self) -> SocketAddr {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 }

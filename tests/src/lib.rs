@@ -7,8 +7,12 @@
 //! | [`injector`] | mutates a Pod with the real `vaultlet-injector preview` |
 //! | [`bins`] | finds the built `vaultlet-agent` / `vaultlet-injector` binaries |
 //! | [`sample`] | a `samples/<name>` set up against real OpenBao (and PostgreSQL) for a pod test |
+//! | [`tokenreview_standin`] | the demo's TokenReview stand-in (the demo runs without a cluster; tests use the real one) |
+//! | [`webhook`] | a second mutating webhook, for reinvocation tests on the local cluster |
 
 pub mod bins;
 pub mod injector;
 pub mod podrun;
 pub mod sample;
+pub mod tokenreview_standin;
+pub mod webhook;

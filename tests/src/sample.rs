@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use vaultlet_testkit::{OpenBao, Postgres, TempDir, TokenReviewServer};
+use vaultlet_testkit::cluster::Cluster;
+use vaultlet_testkit::{OpenBao, Postgres, TempDir};
 
 use crate::podrun::{PodSetup, TokenRequest};
 use crate::{bins, injector};
@@ -23,8 +24,8 @@ pub struct SampleEnv {
     pub dir: PathBuf,
     /// OpenBao dev server the sample was set up against.
     pub bao: OpenBao,
-    /// The TokenReview stand-in kubernetes auth calls.
-    pub k8s: TokenReviewServer,
+    /// The local cluster: its API server reviews the Pods' service-account tokens.
+    pub k8s: &'static Cluster,
     /// PostgreSQL, for database samples.
     pub pg: Option<Postgres>,
     temp: TempDir,
@@ -61,7 +62,7 @@ impl SampleEnv {
             name: name.into(),
             dir,
             bao: OpenBao::dev(),
-            k8s: TokenReviewServer::start(),
+            k8s: Cluster::running(),
             pg: opts.postgres.then(Postgres::start),
             temp,
         };
@@ -70,8 +71,6 @@ impl SampleEnv {
     }
 
     fn run_setup(&self, extra: &[(String, String)]) {
-        let ca = self.temp.path().join("k8s-ca.pem");
-        std::fs::write(&ca, vaultlet_testkit::TEST_CA_PEM).expect("write CA file");
         let out_dir = self.temp.path().join("out");
         std::fs::create_dir_all(&out_dir).expect("create OUT_DIR");
         let bao_dir = vaultlet_testkit::bao_bin()
@@ -88,8 +87,9 @@ impl SampleEnv {
             .env("PATH", path)
             .env("BAO_ADDR", self.bao.addr())
             .env("BAO_TOKEN", self.bao.root_token())
-            .env("KUBERNETES_HOST", self.k8s.url())
-            .env("KUBERNETES_CA_CERT", &ca)
+            .env("KUBERNETES_HOST", self.k8s.api_url())
+            .env("KUBERNETES_CA_CERT", self.k8s.ca_file())
+            .env("KUBERNETES_REVIEWER_JWT", self.k8s.reviewer_token())
             .env("OUT_DIR", &out_dir)
             .envs(extra.iter().map(|(k, v)| (k, v)));
         if let Some(pg) = &self.pg {
@@ -150,20 +150,21 @@ impl SampleEnv {
     }
 
     /// A [`PodSetup`] for `mutated` with a work dir, the Secrets `setup.sh` wrote, the
-    /// ConfigMaps and Secrets of the sample's YAML files, SA tokens from the stand-in, and
-    /// the agent pointed at this OpenBao.
+    /// ConfigMaps and Secrets of the sample's YAML files, service-account tokens from the
+    /// API server's TokenRequest, and the agent pointed at this OpenBao.
     pub fn pod_setup(&self, mutated: Value) -> PodSetup<'_> {
         let work = self.temp.path().join("node");
         let mut setup = PodSetup::new(mutated, work)
             .vault_addr(self.bao.addr())
             .token_minter(|r: &TokenRequest| {
-                let uid = format!("uid-{}-{}", r.namespace, r.service_account);
-                self.k8s.sa_token(
+                self.k8s
+                    .ensure_service_account(&r.namespace, &r.service_account);
+                self.k8s.token(
                     &r.namespace,
                     &r.service_account,
-                    &uid,
                     &r.audience,
                     r.expiration_secs,
+                    None,
                 )
             });
         for (name, data) in self.written_secrets() {

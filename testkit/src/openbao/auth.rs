@@ -3,10 +3,7 @@
 use serde_json::json;
 
 use super::{OpenBao, str_at};
-
-/// Any CA certificate: OpenBao requires `kubernetes_ca_cert` when `disable_local_ca_jwt=true`,
-/// even for an `http://` TokenReview endpoint, and never uses it then.
-pub const TEST_CA_PEM: &str = include_str!("../test-ca.pem");
+use crate::cluster::Cluster;
 
 impl OpenBao {
     /// Enables auth method `kind` at `path` unless something is mounted there already.
@@ -80,23 +77,26 @@ impl OpenBao {
         str_at(&resp.body, "/auth/client_token")
     }
 
-    /// Enables Kubernetes auth at `kubernetes/` (once) pointing at a TokenReview endpoint
-    /// (`kubernetes_host=token_review_url`, `disable_local_ca_jwt=true`, a dummy CA) and creates
-    /// `role` bound to service account `sa_name` in `namespace` with `policies`.
+    /// Enables kubernetes auth (once) against the local cluster's API server, as an OpenBao
+    /// outside the cluster is set up: its address and CA, and a reviewer token allowed to call
+    /// TokenReview; then `role` for service account `namespace/sa_name` (audience `vault`, the
+    /// injector's default) with `policies`.
     pub fn enable_kubernetes(
         &self,
-        token_review_url: &str,
+        k8s: &Cluster,
         role: &str,
         sa_name: &str,
         namespace: &str,
         policies: &[&str],
     ) {
         self.enable_auth("kubernetes", "kubernetes");
+        let ca = std::fs::read_to_string(k8s.ca_file()).expect("read the cluster CA");
         self.write(
             "auth/kubernetes/config",
             json!({
-                "kubernetes_host": token_review_url,
-                "kubernetes_ca_cert": TEST_CA_PEM,
+                "kubernetes_host": k8s.api_url(),
+                "kubernetes_ca_cert": ca,
+                "token_reviewer_jwt": k8s.reviewer_token(),
                 "disable_local_ca_jwt": true,
             }),
         );
@@ -105,6 +105,7 @@ impl OpenBao {
             json!({
                 "bound_service_account_names": [sa_name],
                 "bound_service_account_namespaces": [namespace],
+                "audience": "vault",
                 "token_policies": policies,
             }),
         );

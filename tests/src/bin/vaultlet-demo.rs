@@ -15,8 +15,9 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 use vaultlet_agent::config::{AgentConfig, CONFIG_ENV};
 use vaultlet_e2e::podrun::{PodRun, PodSetup, Role, TokenRequest};
+use vaultlet_e2e::tokenreview_standin::TokenReviewServer;
 use vaultlet_e2e::{bins, injector};
-use vaultlet_testkit::{OpenBao, TokenReviewServer};
+use vaultlet_testkit::OpenBao;
 
 const STEPS: usize = 7;
 
@@ -195,9 +196,9 @@ fn demo(args: &Args, cancel: &Arc<AtomicBool>) -> anyhow::Result<()> {
         r#"path "secret/data/app" { capabilities = ["read"] }
 path "secret/metadata/app" { capabilities = ["read"] }"#,
     );
-    bao.enable_kubernetes(&k8s.url(), &role, &sa, &ns, &[&role]);
+    k8s.enable_in(&bao, &role, &sa, &ns, &[&role]);
     detail(format!(
-        "auth/kubernetes -> TokenReview stand-in at {} (the only Kubernetes part that is simulated)",
+        "auth/kubernetes -> TokenReview stand-in at {} (the demo runs without a cluster; the tests use the real API server of scripts/cluster.sh)",
         k8s.url()
     ));
     detail(format!(

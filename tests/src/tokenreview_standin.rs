@@ -1,4 +1,6 @@
-//! The one Kubernetes stand-in: a TokenReview endpoint for OpenBao's kubernetes auth.
+//! For the no-cluster README demo only: a stand-in TokenReview endpoint for OpenBao's
+//! kubernetes auth, so `scripts/demo.sh` runs without Kubernetes. Every test logs in against
+//! the real API server of `scripts/cluster.sh` instead.
 //!
 //! It answers `POST /apis/authentication.k8s.io/v1/tokenreviews` like the API server does, for
 //! service account JWTs it issued with [`TokenReviewServer::sa_token`] and has not revoked.
@@ -15,8 +17,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use crate::random_hex;
-use crate::server::{Handler, HttpServer, Request};
+use vaultlet_testkit::{Handler, HttpServer, OpenBao, Request, random_hex};
+
+/// Any CA certificate: OpenBao requires `kubernetes_ca_cert` when `disable_local_ca_jwt=true`,
+/// even for an `http://` TokenReview endpoint, and never uses it then.
+pub const STANDIN_CA_PEM: &str = include_str!("test-ca.pem");
 
 const REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 const CLAIM_NS: &str = "kubernetes.io/serviceaccount/namespace";
@@ -84,6 +89,35 @@ impl TokenReviewServer {
     /// `http://127.0.0.1:PORT`: the `kubernetes_host` for OpenBao's kubernetes auth.
     pub fn url(&self) -> String {
         format!("http://{}", self.server.addr())
+    }
+
+    /// Enables kubernetes auth on `bao` against this stand-in, with `role` for service
+    /// account `namespace/sa_name` and `policies`.
+    pub fn enable_in(
+        &self,
+        bao: &OpenBao,
+        role: &str,
+        sa_name: &str,
+        namespace: &str,
+        policies: &[&str],
+    ) {
+        bao.enable_auth("kubernetes", "kubernetes");
+        bao.write(
+            "auth/kubernetes/config",
+            json!({
+                "kubernetes_host": self.url(),
+                "kubernetes_ca_cert": STANDIN_CA_PEM,
+                "disable_local_ca_jwt": true,
+            }),
+        );
+        bao.write(
+            &format!("auth/kubernetes/role/{role}"),
+            json!({
+                "bound_service_account_names": [sa_name],
+                "bound_service_account_namespaces": [namespace],
+                "token_policies": policies,
+            }),
+        );
     }
 
     /// The socket address the server listens on.
@@ -264,14 +298,21 @@ mod tests {
                 ("Authorization", auth),
                 ("Content-Type", "application/json"),
             ];
-            crate::http::request(&host, "POST", REVIEW_PATH, &headers, Some(body.as_bytes()))
-                .expect("POST tokenreview")
+            vaultlet_testkit::http::request(
+                &host,
+                "POST",
+                REVIEW_PATH,
+                &headers,
+                Some(body.as_bytes()),
+            )
+            .expect("POST tokenreview")
         };
         let ok = post(&format!("Bearer {token}"));
         assert_eq!(ok.status, 201);
         assert_eq!(ok.json()["status"]["authenticated"], true);
         assert_eq!(post("Bearer not-issued").status, 401);
-        let other = crate::http::request(&host, "GET", "/api/v1/pods", &[], None).expect("GET");
+        let other =
+            vaultlet_testkit::http::request(&host, "GET", "/api/v1/pods", &[], None).expect("GET");
         assert_eq!(other.status, 404);
         assert_eq!(server.requests(), 2);
     }

@@ -1,0 +1,294 @@
+//! The Helm chart against the real API server of `scripts/cluster.sh`: `helm upgrade` keeps
+//! the generated CA, and the chart installs and uninstalls cleanly with an existing Secret and
+//! with cert-manager (its CRDs from its Go module; no cert-manager controller runs here).
+//!
+//! The release `vaultlet` in `vaultlet-system` is the one `scripts/cluster.sh install` made
+//! (tls.mode helm, webhook.url to the host injector); the other releases restrict their
+//! webhook to a label no Pod carries, so they never stand in the way of other tests.
+
+use serde_json::{Value, json};
+use vaultlet_e2e::bins;
+use vaultlet_testkit::TempDir;
+use vaultlet_testkit::cluster::{Cluster, Namespace};
+
+const RELEASE_NS: &str = "vaultlet-system";
+
+fn chart_dir() -> String {
+    bins::workspace_root()
+        .join("charts/vaultlet")
+        .display()
+        .to_string()
+}
+
+fn helm_ok(cluster: &Cluster, args: &[&str]) -> String {
+    cluster
+        .helm(args)
+        .unwrap_or_else(|e| panic!("helm {args:?} failed: {e}"))
+}
+
+fn ca_bundle(config: &Value) -> String {
+    config["webhooks"][0]["clientConfig"]["caBundle"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `--set-json` for a webhook that only matches Pods labelled for `release`.
+fn isolated(release: &str) -> String {
+    format!(
+        "webhook.objectSelectorExpressions=[{{\"key\":\"vaultlet.io/e2e-release\",\"operator\":\"In\",\"values\":[\"{release}\"]}}]"
+    )
+}
+
+fn labelled_pod() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "app",
+            "labels": {"vaultlet.io/inject": "true"},
+            "annotations": {"vaultlet.io/role": "app", "vaultlet.io/secret-db": "secret/data/db"},
+        },
+        "spec": {"containers": [{"name": "app", "image": "busybox", "command": ["sleep", "1"]}]},
+    })
+}
+
+/// What a release left behind in `ns` and cluster-wide (webhook configurations).
+fn objects_of(cluster: &Cluster, release: &str) -> Vec<String> {
+    let selector = format!("app.kubernetes.io/instance={release}");
+    let kinds = "deployments,services,serviceaccounts,secrets,poddisruptionbudgets,\
+                 mutatingwebhookconfigurations";
+    cluster
+        .list_labelled(kinds, &selector)
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or_default(),
+                o["metadata"]["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn upgrade_keeps_the_generated_ca_and_admission_keeps_working() {
+    let cluster = Cluster::running();
+    let config_before = cluster
+        .get("", "mutatingwebhookconfiguration", "vaultlet")
+        .expect("scripts/cluster.sh install made the webhook configuration");
+    let secret_before = cluster
+        .get(RELEASE_NS, "secret", "vaultlet-tls")
+        .expect("the generated TLS Secret");
+    assert_eq!(
+        ca_bundle(&config_before),
+        secret_before["data"]["ca.crt"].as_str().unwrap_or_default(),
+        "the caBundle must be the generated CA"
+    );
+    assert_eq!(
+        config_before["webhooks"][0]["clientConfig"]["url"],
+        cluster.injector_url()
+    );
+
+    helm_ok(
+        cluster,
+        &[
+            "upgrade",
+            "vaultlet",
+            &chart_dir(),
+            "-n",
+            RELEASE_NS,
+            "--reuse-values",
+        ],
+    );
+    let config_after = cluster
+        .get("", "mutatingwebhookconfiguration", "vaultlet")
+        .expect("webhook configuration after upgrade");
+    let secret_after = cluster
+        .get(RELEASE_NS, "secret", "vaultlet-tls")
+        .expect("TLS Secret after upgrade");
+    assert_eq!(ca_bundle(&config_after), ca_bundle(&config_before));
+    assert_eq!(secret_after["data"], secret_before["data"]);
+
+    // The API server still trusts the injector: a labelled Pod is injected.
+    let ns = cluster.namespace("e2e-upgrade", &[]);
+    let stored = cluster
+        .create(&ns.name, &labelled_pod())
+        .expect("labelled Pod admitted after the upgrade");
+    let agent = stored["spec"]["initContainers"][0]["name"].as_str();
+    assert_eq!(agent, Some("vaultlet-agent"));
+}
+
+/// A release that is uninstalled however the test ends (its webhook configuration is
+/// cluster-wide and would outlive the namespace).
+struct Release {
+    cluster: &'static Cluster,
+    name: String,
+    ns: String,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = self.cluster.helm(&[
+            "uninstall",
+            &self.name,
+            "-n",
+            &self.ns,
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+fn install_isolated(
+    cluster: &'static Cluster,
+    ns: &Namespace,
+    release: &str,
+    extra: &[&str],
+) -> Release {
+    let set_json = isolated(release);
+    let mut args = vec![
+        "install",
+        release,
+        &chart_dir(),
+        "-n",
+        &ns.name,
+        "--set",
+        "replicaCount=1",
+        "--set-json",
+        &set_json,
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let guard = Release {
+        cluster,
+        name: release.to_string(),
+        ns: ns.name.clone(),
+    };
+    helm_ok(cluster, &args);
+    guard
+}
+
+#[test]
+fn existing_secret_mode_installs_and_uninstalls_cleanly() {
+    let cluster = Cluster::running();
+    let ns = cluster.namespace("e2e-chart-secret", &[]);
+    let release = "vl-secret";
+    let dir = TempDir::with_prefix("vaultlet-e2e-chart-").expect("temp dir");
+    let service = format!("{release}-vaultlet.{}.svc", ns.name);
+    let (crt, key) = cluster.sign_certificate(dir.path(), &service, &format!("DNS:{service}"));
+    cluster.kubectl_ok(&[
+        "create",
+        "secret",
+        "tls",
+        "own-tls",
+        "-n",
+        &ns.name,
+        "--cert",
+        &crt.display().to_string(),
+        "--key",
+        &key.display().to_string(),
+    ]);
+    let ca = std::fs::read(cluster.ca_file()).expect("read cluster CA");
+    let ca_b64 = base64_of(&ca);
+    let _release = install_isolated(
+        cluster,
+        &ns,
+        release,
+        &[
+            "--set",
+            "tls.mode=secret",
+            "--set",
+            "tls.secretName=own-tls",
+            "--set",
+            &format!("tls.caBundle={ca_b64}"),
+        ],
+    );
+    let configs = cluster.list_labelled(
+        "mutatingwebhookconfigurations",
+        &format!("app.kubernetes.io/instance={release}"),
+    );
+    assert_eq!(configs.len(), 1);
+    assert_eq!(ca_bundle(&configs[0]), ca_b64);
+    let service_ref = &configs[0]["webhooks"][0]["clientConfig"]["service"];
+    assert_eq!(service_ref["name"], format!("{release}-vaultlet"));
+    assert_eq!(service_ref["namespace"], ns.name.as_str());
+    let deployment = cluster
+        .get(&ns.name, "deployment", &format!("{release}-vaultlet"))
+        .expect("the injector Deployment");
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(volumes.contains("\"secretName\":\"own-tls\""), "{volumes}");
+    // helm made no Secret of its own in this mode.
+    assert!(
+        cluster
+            .get(&ns.name, "secret", &format!("{release}-vaultlet-tls"))
+            .is_none()
+    );
+
+    helm_ok(cluster, &["uninstall", release, "-n", &ns.name, "--wait"]);
+    assert_eq!(objects_of(cluster, release), Vec::<String>::new());
+    assert!(cluster.get(&ns.name, "secret", "own-tls").is_some());
+}
+
+#[test]
+fn cert_manager_mode_objects_are_accepted_by_the_api_server() {
+    let cluster = Cluster::running();
+    let crds = cluster.script_output(&["cert-manager-crds"]);
+    cluster.kubectl_ok(&["apply", "--server-side", "-f", crds.trim()]);
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/certificates.cert-manager.io",
+        "crd/issuers.cert-manager.io",
+    ]);
+    let ns = cluster.namespace("e2e-chart-cm", &[]);
+    let release = "vl-cm";
+    let _release = install_isolated(cluster, &ns, release, &["--set", "tls.mode=cert-manager"]);
+    let fullname = format!("{release}-vaultlet");
+    let issuers: Vec<Value> = cluster.list(&ns.name, "issuers.cert-manager.io");
+    let mut issuer_names: Vec<&str> = issuers
+        .iter()
+        .filter_map(|i| i["metadata"]["name"].as_str())
+        .collect();
+    issuer_names.sort_unstable();
+    assert_eq!(
+        issuer_names,
+        [format!("{fullname}-ca"), format!("{fullname}-selfsigned")]
+    );
+    let certificate = cluster
+        .get(
+            &ns.name,
+            "certificates.cert-manager.io",
+            &format!("{fullname}-serving"),
+        )
+        .expect("the serving Certificate");
+    assert_eq!(
+        certificate["spec"]["secretName"],
+        format!("{fullname}-tls").as_str()
+    );
+    assert_eq!(
+        certificate["spec"]["dnsNames"][2],
+        format!("{fullname}.{}.svc", ns.name).as_str()
+    );
+    let config = cluster
+        .get("", "mutatingwebhookconfiguration", &fullname)
+        .expect("webhook configuration");
+    assert_eq!(
+        config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        format!("{}/{fullname}-serving", ns.name).as_str()
+    );
+    helm_ok(cluster, &["uninstall", release, "-n", &ns.name, "--wait"]);
+    assert_eq!(objects_of(cluster, release), Vec::<String>::new());
+    assert_eq!(
+        cluster.list(&ns.name, "certificates.cert-manager.io"),
+        Vec::<Value>::new()
+    );
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::prelude::*;
+    BASE64_STANDARD.encode(bytes)
+}
