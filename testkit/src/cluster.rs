@@ -77,6 +77,21 @@ impl Cluster {
             .unwrap_or_else(|| panic!("{key} missing from .cluster/endpoints.env"))
     }
 
+    /// The node's name when `scripts/cluster.sh` runs one (a kubelet), else `None`.
+    pub fn node(&self) -> Option<&str> {
+        self.endpoints
+            .get("NODE")
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
+    }
+
+    /// The host address the node's Pods reach (the Pod bridge's gateway), when there is a node.
+    pub fn host_for_pods(&self) -> Option<&str> {
+        self.node()
+            .and(self.endpoints.get("HOST_FOR_PODS"))
+            .map(String::as_str)
+    }
+
     /// The cluster CA certificate (PEM file).
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("pki/ca.crt")
