@@ -4,8 +4,9 @@
 //! Job whose pod carries a long-running agent would never complete. The injector gives such a
 //! pod `shareProcessNamespace: true`; every container's processes are then visible under
 //! `/proc`. PID 1 is the pod's infrastructure (pause) process, the agent knows its own PID and
-//! its children; every other live process belongs to an app container. Once an app process has
-//! been seen and none is left, the apps are done and the agent exits.
+//! its children; every other live process belongs to an app container. The agent starts after
+//! the app containers (see [`AppWatch`]): once no app process is left, the apps are done and
+//! the agent exits.
 //!
 //! Trade-offs (documented for operators): no Kubernetes API access or RBAC is needed and
 //! detection takes one `/proc` scan per [`POLL_INTERVAL`]; but the pod must share its process
@@ -68,19 +69,27 @@ pub fn app_pids(procs: &[Proc], agent_pid: u32) -> Vec<u32> {
 }
 
 /// Decides, scan after scan, when the apps have finished.
+///
+/// The injector puts the classic sidecar last in `containers`, and the kubelet starts a Pod's
+/// containers one after the other in that order: when the agent runs, every app container has
+/// been started. So an empty first scan means the apps already ran and ended (a short Job can
+/// finish before the agent's first look), not that they have yet to start.
 #[derive(Debug, Default)]
 pub struct AppWatch {
+    scanned: bool,
     seen: bool,
 }
 
 impl AppWatch {
-    /// Feeds one scan's app process count; true once apps were seen and none is left.
+    /// Feeds one scan's app process count; true when none is left: after apps were seen, or
+    /// at the first scan.
     pub fn apps_done(&mut self, app_count: usize) -> bool {
+        let first = !std::mem::replace(&mut self.scanned, true);
         if app_count > 0 {
             self.seen = true;
             false
         } else {
-            self.seen
+            self.seen || first
         }
     }
 
@@ -117,12 +126,19 @@ pub fn proc_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/proc"))
 }
 
-/// Resolves once app processes have been seen and all of them have exited.
+/// Resolves once every app process has exited.
 ///
-/// A failing scan (no `/proc`) is logged once and treated as "nothing seen": the agent then
+/// Where the apps cannot be seen (the agent is PID 1 of its own namespace: the Pod does not
+/// share its process namespace; or `/proc` cannot be listed) this is logged once and the agent
 /// simply keeps running, as it would without this policy.
 pub async fn apps_exited(proc_root: PathBuf) {
     let agent_pid = std::process::id();
+    if agent_pid == 1 {
+        tracing::warn!(
+            "the agent is PID 1: the Pod does not share its process namespace, so the agent cannot see the apps and will not exit when they finish"
+        );
+        return std::future::pending().await;
+    }
     let mut watch = AppWatch::default();
     let mut warned = false;
     let mut ticker = tokio::time::interval(POLL_INTERVAL);
@@ -140,7 +156,7 @@ pub async fn apps_exited(proc_root: PathBuf) {
                     );
                     warned = true;
                 }
-                0
+                continue;
             }
         };
         let was_seen = watch.seen();
@@ -201,12 +217,17 @@ mod tests {
     }
 
     #[test]
-    fn done_only_after_apps_were_seen() {
+    fn done_once_the_apps_seen_are_gone() {
         let mut w = AppWatch::default();
-        assert!(!w.apps_done(0), "nothing started yet");
         assert!(!w.apps_done(2));
         assert!(!w.apps_done(1));
         assert!(w.apps_done(0));
+    }
+
+    #[test]
+    fn apps_gone_before_the_first_scan_are_done() {
+        // The kubelet started the app before the agent, and it has already exited.
+        assert!(AppWatch::default().apps_done(0));
     }
 
     #[test]
