@@ -12,6 +12,7 @@
 #   scripts/cluster.sh build              only build (or find) the binaries
 #   scripts/cluster.sh injector stop|start  stop, or (re)start, the host injector process
 #   scripts/cluster.sh cert-manager-crds  print the directory of cert-manager's CRDs (Go module)
+#   scripts/cluster.sh images-dir         print the directory of the node's image archives
 #
 # --watch PID: a watchdog runs `down` once process PID is gone (test runs that die leave nothing).
 # Settings (environment): VAULTLET_CACHE (binaries, Go caches; default ~/.cache/vaultlet),
@@ -243,6 +244,7 @@ up() {
       --service-cluster-ip-range 10.96.0.0/16 --authorization-mode Node,RBAC \
       --enable-admission-plugins NodeRestriction --endpoint-reconciler-type none \
       --enable-aggregator-routing=true --anonymous-auth=true --profiling=false \
+      --kubelet-preferred-address-types InternalIP \
       --allow-privileged=true --v 1
     wait_for kube-apiserver 60 kc get --raw /readyz
     say "starting kube-controller-manager and kube-scheduler"
@@ -362,6 +364,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   path = "$dir/containerd/opt"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "docker.io/vaultlet/pause:$image_tag"
+  # This machine gives root no CAP_SYS_RESOURCE: never ask for an OOM score below our own.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -405,6 +409,8 @@ containerRuntimeEndpoint: unix://$dir/containerd/containerd.sock
 podLogsDir: $dir/pod-logs
 resolvConf: /etc/resolv.conf
 clusterDomain: cluster.local
+# No DNS server runs: Pods use addresses. The bridge address keeps the kubelet from warning.
+clusterDNS: [$pod_gw]
 maxPods: 60
 serializeImagePulls: false
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, nodefs.inodesFree: 1%, imagefs.available: 1%}
@@ -501,8 +507,10 @@ injector_start() {
   fi
   if ! alive injector; then
     say "starting vaultlet-injector serve on 127.0.0.1:$injector_port (admin 127.0.0.1:$injector_admin_port)"
+    # Pods on the node may choose the tests' Vault address for Pods (tests/tests/node.rs).
     VAULTLET_LISTEN_ADDR="127.0.0.1:$injector_port" VAULTLET_ADMIN_ADDR="127.0.0.1:$injector_admin_port" \
       VAULTLET_TLS_CERT_FILE="$tls/tls.crt" VAULTLET_TLS_KEY_FILE="$tls/tls.key" \
+      VAULTLET_ALLOWED_VAULT_ADDRS="http://$pod_gw:8200" \
       start injector "$injector" serve
   fi
   wait_for injector 30 curl -sf "http://127.0.0.1:$injector_admin_port/readyz"
@@ -541,5 +549,6 @@ case "${1:-}" in
   build) build ;;
   injector) shift; injector_cmd "$@" ;;
   cert-manager-crds) cert_manager_crds ;;
-  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  images-dir) echo "$cache/images" ;;
+  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

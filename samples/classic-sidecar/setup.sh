@@ -10,6 +10,6 @@ require_bao
 kv2_mount secret
 kv_read_policy prometheus secret prometheus/remote-write
 kubernetes_auth
-kubernetes_role prometheus prometheus default prometheus
+kubernetes_role prometheus prometheus "${NAMESPACE:-default}" prometheus
 kv_put_once secret prometheus/remote-write url=https://metrics.example.com/api/v1/write \
   username=cluster-a password="$(random_string)"

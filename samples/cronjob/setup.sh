@@ -9,6 +9,6 @@ require_bao
 kv2_mount secret
 kv_read_policy backup secret backup/s3
 kubernetes_auth
-kubernetes_role backup backup default backup
+kubernetes_role backup backup "${NAMESPACE:-default}" backup
 kv_put_once secret backup/s3 access_key_id="AKIA$(random_string | tr a-f A-F)" \
   secret_access_key="$(random_string)$(random_string)" region=eu-west-1

@@ -9,5 +9,5 @@ require_bao
 kv2_mount secret
 kv_read_policy legacy secret legacy/config
 kubernetes_auth
-kubernetes_role legacy legacy default legacy
+kubernetes_role legacy legacy "${NAMESPACE:-default}" legacy
 kv_put_once secret legacy/config license_key="$(random_string)" smtp_host=smtp.example.com smtp_password="$(random_string)"

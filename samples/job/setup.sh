@@ -9,5 +9,5 @@ require_bao
 kv2_mount secret
 kv_read_policy report secret report/config
 kubernetes_auth
-kubernetes_role report report default report
+kubernetes_role report report "${NAMESPACE:-default}" report
 kv_put_once secret report/config bucket=reports-2026 upload_token="$(random_string)"

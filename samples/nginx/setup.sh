@@ -17,6 +17,6 @@ path "secret/metadata/nginx/site" {
   capabilities = ["read"]
 }
 HCL
-kubernetes_role nginx nginx default nginx
+kubernetes_role nginx nginx "${NAMESPACE:-default}" nginx
 kv_put_once secret nginx/site greeting="hello from OpenBao" api_key="$(random_string)"
 say "done: change it with  bao kv put -mount=secret nginx/site greeting=... api_key=...  and nginx reloads"

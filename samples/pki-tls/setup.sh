@@ -29,5 +29,5 @@ path "pki/issue/web" {
 }
 HCL
 kubernetes_auth
-kubernetes_role web web default web
+kubernetes_role web web "${NAMESPACE:-default}" web
 say "CA certificate for clients:  bao read -field=certificate pki/cert/ca"

@@ -40,4 +40,4 @@ path "database/creds/orders" {
 }
 HCL
 kubernetes_auth
-kubernetes_role orders orders default orders
+kubernetes_role orders orders "${NAMESPACE:-default}" orders

@@ -11,6 +11,7 @@
 //! | [`OpenBao::persistent`] | on-disk (single-node raft) server that survives [`OpenBao::stop`] / [`OpenBao::start`] |
 //! | [`Postgres`] | PostgreSQL from `VAULTLET_PG_BIN` (as user `postgres` when root) for the database engine |
 //! | [`HttpRecorder`] | records HTTP calls (the agent's `http://` notify target) |
+//! | [`Forward`] | a TCP forwarder from the Pod bridge's host address to a loopback server |
 //! | [`HttpServer`] | a tiny HTTP/1 server with a handler function, for other stand-ins |
 //! | [`cluster::Cluster`] | the local Kubernetes of `scripts/cluster.sh` (started by scripts/test.sh), through its `kubectl` |
 //! | [`Process`] | any child (e.g. the agent binary) in its own process group, logging to a file |
@@ -53,6 +54,7 @@
 
 mod bins;
 pub mod cluster;
+mod forward;
 pub mod http;
 mod openbao;
 mod postgres;
@@ -61,6 +63,7 @@ mod server;
 mod util;
 
 pub use bins::{bao_bin, pg_bin_dir, workspace_root};
+pub use forward::Forward;
 pub use nix::sys::signal::Signal;
 pub use openbao::{ApiResponse, OpenBao};
 pub use postgres::Postgres;

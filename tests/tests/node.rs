@@ -1,0 +1,326 @@
+//! Injected Pods run by the local cluster's real node: kubelet, containerd and runc, images built
+//! here (`scripts/images.sh`), Pod network on a bridge of the test run. The kubelet starts the
+//! native sidecar and runs its startupProbe before the app, mounts the projected token and the
+//! memory-backed volume, and the Job controller decides when a Job is complete.
+//!
+//! OpenBao of each test is reached by the Pods at the cluster's fixed Vault address for Pods
+//! (`http://<bridge host address>:8200`, allowed by the installed injector), forwarded to the
+//! test's own loopback server; the tests take turns for it.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use vaultlet_e2e::bins;
+use vaultlet_e2e::injector::parse_yaml;
+use vaultlet_e2e::sample::{SampleEnv, SampleOptions};
+use vaultlet_testkit::cluster::{Cluster, Namespace};
+use vaultlet_testkit::{Forward, wait_until};
+
+const WAIT: Duration = Duration::from_secs(90);
+const VAULT_PORT_FOR_PODS: u16 = 8200;
+const RESTRICTED: &[(&str, &str)] = &[("pod-security.kubernetes.io/enforce", "restricted")];
+
+/// One test at a time owns the Vault address for Pods.
+static VAULT_FOR_PODS: Mutex<()> = Mutex::new(());
+
+/// A sample's OpenBao set up for service accounts of `ns`, reachable by the node's Pods.
+struct NodeSample {
+    env: SampleEnv,
+    ns: Namespace,
+    vault_addr: String,
+    _forward: Forward,
+}
+
+fn node_sample(name: &str) -> NodeSample {
+    let cluster = Cluster::running();
+    let host = cluster
+        .host_for_pods()
+        .expect("the cluster has no node: scripts/cluster.sh install with VAULTLET_CLUSTER_NODE=1");
+    let ns = cluster.namespace(&format!("e2e-node-{name}"), RESTRICTED);
+    let opts = SampleOptions {
+        env: vec![("NAMESPACE".into(), ns.name.clone())],
+        ..SampleOptions::default()
+    };
+    let env = SampleEnv::start(name, &opts);
+    let target = format!("127.0.0.1:{}", env.bao.port())
+        .parse()
+        .expect("socket address");
+    let forward = Forward::start(host, VAULT_PORT_FOR_PODS, target);
+    for file in ["serviceaccount.yaml", "configmap.yaml"] {
+        let path = env.dir.join(file);
+        if path.is_file() {
+            let mut object = read_yaml(&path);
+            object["metadata"]["namespace"] = json!(ns.name);
+            cluster
+                .create(&ns.name, &object)
+                .unwrap_or_else(|e| panic!("{name}/{file}: {e}"));
+        }
+    }
+    NodeSample {
+        env,
+        ns,
+        vault_addr: format!("http://{host}:{VAULT_PORT_FOR_PODS}"),
+        _forward: forward,
+    }
+}
+
+fn read_yaml(path: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("read sample");
+    parse_yaml(&text).expect("sample is YAML")
+}
+
+/// The workload's pod template with the test's Vault address and a stand-in app image.
+fn prepare(
+    sample: &NodeSample,
+    file: &str,
+    app_command: &[&str],
+    annotations: &[(&str, &str)],
+) -> Value {
+    let mut workload = read_yaml(&sample.env.dir.join(file));
+    workload["metadata"]["namespace"] = json!(sample.ns.name);
+    let template = match workload["kind"].as_str() {
+        Some("CronJob") => &mut workload["spec"]["jobTemplate"]["spec"]["template"],
+        _ => &mut workload["spec"]["template"],
+    };
+    template["metadata"]["annotations"]["vaultlet.io/vault-addr"] = json!(sample.vault_addr);
+    for (k, v) in annotations {
+        template["metadata"]["annotations"][*k] = json!(v);
+    }
+    let app = &mut template["spec"]["containers"][0];
+    app["image"] = json!("vaultlet/testapp:0.1.0");
+    app["imagePullPolicy"] = json!("Never");
+    app["command"] = json!(app_command);
+    if let Some(map) = app.as_object_mut() {
+        map.remove("args");
+        map.remove("readinessProbe");
+        map.remove("livenessProbe");
+    }
+    workload
+}
+
+fn pod_of(cluster: &Cluster, ns: &str, prefix: &str) -> Value {
+    cluster.wait_for(ns, "pods", WAIT, &format!("a Pod {prefix}*"), |pods| {
+        pods.iter()
+            .find(|p| {
+                p["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(prefix))
+            })
+            .cloned()
+    })
+}
+
+fn logs(cluster: &Cluster, ns: &str, pod: &str, container: &str) -> String {
+    cluster
+        .kubectl(&["logs", "-n", ns, pod, "-c", container], None)
+        .unwrap_or_default()
+}
+
+fn wait_logs(cluster: &Cluster, ns: &str, pod: &str, container: &str, line: &str) -> String {
+    let mut last = String::new();
+    let found = (0..(WAIT.as_millis() / 250)).any(|_| {
+        last = logs(cluster, ns, pod, container);
+        if last.lines().any(|l| l == line) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        false
+    });
+    assert!(
+        found,
+        "{ns}/{pod} {container}: no line {line:?} within {WAIT:?}; logs:\n{last}\nagent:\n{}",
+        logs(cluster, ns, pod, "vaultlet-agent")
+    );
+    last
+}
+
+#[test]
+fn nginx_runs_with_its_secret_and_reloads_on_change() {
+    let _turn = VAULT_FOR_PODS.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::running();
+    let sample = node_sample("nginx");
+    let file = "/vault/secrets/site.conf";
+    let deployment = prepare(
+        &sample,
+        "deployment.yaml",
+        &["/usr/local/bin/nginx", "watch", file],
+        &[("vaultlet.io/refresh-interval", "1s")],
+    );
+    cluster
+        .create(&sample.ns.name, &deployment)
+        .unwrap_or_else(|e| panic!("deployment refused: {e}"));
+    let pod = pod_of(cluster, &sample.ns.name, "nginx-");
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    // The kubelet started the app only once the agent's startupProbe passed.
+    wait_logs(
+        cluster,
+        &sample.ns.name,
+        name,
+        "nginx",
+        &format!("app: started with {file} present"),
+    );
+    wait_logs(
+        cluster,
+        &sample.ns.name,
+        name,
+        "nginx",
+        &format!("app: {file}: location = /greeting {{"),
+    );
+    // A change in OpenBao reaches the file and the app gets SIGHUP.
+    sample.env.bao(&[
+        "kv",
+        "put",
+        "-mount=secret",
+        "nginx/site",
+        "greeting=hello again",
+        "api_key=k2",
+    ]);
+    wait_logs(cluster, &sample.ns.name, name, "nginx", "app: got SIGHUP");
+    let agent_log = logs(cluster, &sample.ns.name, name, "vaultlet-agent");
+    assert!(
+        !agent_log.contains("hello again"),
+        "secret value in the agent's log"
+    );
+}
+
+fn job_status(cluster: &Cluster, ns: &str, job: &str) -> Option<String> {
+    let job = cluster.get(ns, "job", job)?;
+    job["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["status"] == "True" && (c["type"] == "Complete" || c["type"] == "Failed"))
+        .and_then(|c| c["type"].as_str())
+        .map(String::from)
+}
+
+fn run_job(mode: &[(&str, &str)], exit: &str, expected: &str) {
+    let _turn = VAULT_FOR_PODS.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::running();
+    let sample = node_sample("job");
+    let file = "/vault/secrets/report.env";
+    let mut job = prepare(
+        &sample,
+        "job.yaml",
+        &["/usr/local/bin/report", "watch", file, "--exit", exit],
+        mode,
+    );
+    job["spec"]["backoffLimit"] = json!(0);
+    cluster
+        .create(&sample.ns.name, &job)
+        .unwrap_or_else(|e| panic!("job refused: {e}"));
+    let mut status = None;
+    wait_until(WAIT, &format!("Job report {expected}"), || {
+        status = job_status(cluster, &sample.ns.name, "report");
+        status.is_some()
+    });
+    let pod = pod_of(cluster, &sample.ns.name, "report-");
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    let app = logs(cluster, &sample.ns.name, name, "report");
+    assert_eq!(
+        status.as_deref(),
+        Some(expected),
+        "app:\n{app}\nagent:\n{}",
+        logs(cluster, &sample.ns.name, name, "vaultlet-agent")
+    );
+    assert!(
+        app.lines()
+            .any(|l| l == format!("app: started with {file} present")),
+        "{app}"
+    );
+}
+
+#[test]
+fn job_completes_with_the_native_sidecar() {
+    run_job(&[], "0", "Complete");
+}
+
+#[test]
+fn job_fails_when_its_app_fails() {
+    run_job(&[], "3", "Failed");
+}
+
+#[test]
+fn job_completes_in_classic_mode() {
+    run_job(&[("vaultlet.io/native-sidecar", "false")], "0", "Complete");
+}
+
+#[test]
+fn images_match_their_dockerfiles() {
+    let images = Cluster::running().script_output(&["images-dir"]);
+    for (image, dockerfile) in [
+        ("agent", "agent/Dockerfile"),
+        ("injector", "injector/Dockerfile"),
+    ] {
+        let archive = format!("{}/{image}.tar", images.trim());
+        let described = std::process::Command::new("python3")
+            .arg(bins::workspace_root().join("scripts/oci-image.py"))
+            .args(["--describe", &archive])
+            .output()
+            .expect("run oci-image.py");
+        assert!(described.status.success(), "{archive}");
+        let described: Value =
+            serde_json::from_slice(&described.stdout).expect("oci-image.py prints JSON");
+        let expected = final_stage(&bins::workspace_root().join(dockerfile));
+        assert_eq!(described["config"]["User"], expected.user, "{image} user");
+        assert_eq!(
+            described["config"]["Entrypoint"], expected.entrypoint,
+            "{image} entrypoint"
+        );
+        assert_eq!(described["config"]["Cmd"], expected.cmd, "{image} cmd");
+        assert_eq!(
+            described["config"]["Env"],
+            json!(expected.env),
+            "{image} env"
+        );
+        let mut files: Vec<String> = described["files"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, f)| f["type"] == "file")
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        let mut copied = expected.copied.clone();
+        copied.sort();
+        assert_eq!(files, copied, "{image} files");
+    }
+}
+
+/// What the last stage of a Dockerfile says of the image.
+struct Stage {
+    user: Value,
+    entrypoint: Value,
+    cmd: Value,
+    env: Vec<String>,
+    copied: Vec<String>,
+}
+
+fn final_stage(path: &std::path::Path) -> Stage {
+    let text = std::fs::read_to_string(path).expect("read Dockerfile");
+    let last = text.rsplit("\nFROM ").next().unwrap_or_default();
+    let mut stage = Stage {
+        user: Value::Null,
+        entrypoint: Value::Null,
+        cmd: Value::Null,
+        env: Vec::new(),
+        copied: Vec::new(),
+    };
+    for line in last.lines() {
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match word {
+            "USER" => stage.user = json!(rest.trim()),
+            "ENTRYPOINT" => stage.entrypoint = serde_json::from_str(rest).expect("exec form"),
+            "CMD" => stage.cmd = serde_json::from_str(rest).expect("exec form"),
+            "ENV" => stage.env.push(rest.trim().to_string()),
+            "COPY" => {
+                let dest = rest.split_whitespace().last().unwrap_or_default();
+                stage.copied.push(dest.to_string());
+            }
+            _ => {}
+        }
+    }
+    stage
+}
