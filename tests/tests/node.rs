@@ -246,6 +246,46 @@ fn job_completes_in_classic_mode() {
 }
 
 #[test]
+fn a_cronjobs_job_completes() {
+    let _turn = VAULT_FOR_PODS.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::running();
+    let sample = node_sample("cronjob");
+    let file = "/vault/secrets/aws/credentials";
+    let cronjob = prepare(
+        &sample,
+        "cronjob.yaml",
+        &["/usr/local/bin/app", "watch", file, "--exit", "0"],
+        &[],
+    );
+    cluster
+        .create(&sample.ns.name, &cronjob)
+        .unwrap_or_else(|e| panic!("cronjob refused: {e}"));
+    // Not waiting for 03:00: a Job from the CronJob's template, as the CronJob controller
+    // would make it, through the same Job controller and webhook.
+    cluster.kubectl_ok(&[
+        "create",
+        "job",
+        "-n",
+        &sample.ns.name,
+        "backup-now",
+        "--from=cronjob/backup",
+    ]);
+    let mut status = None;
+    wait_until(WAIT, "Job backup-now finished", || {
+        status = job_status(cluster, &sample.ns.name, "backup-now");
+        status.is_some()
+    });
+    let pod = pod_of(cluster, &sample.ns.name, "backup-now-");
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    let app = logs(cluster, &sample.ns.name, name, "backup");
+    assert_eq!(status.as_deref(), Some("Complete"), "app:\n{app}");
+    assert_eq!(
+        app.lines().next(),
+        Some(format!("app: started with {file} present").as_str())
+    );
+}
+
+#[test]
 fn images_match_their_dockerfiles() {
     let images = Cluster::running().script_output(&["images-dir"]);
     for (image, dockerfile) in [
