@@ -32,7 +32,7 @@ injector_port=$((base + 44)) injector_admin_port=$((base + 90))
 kubelet_port=$((base + 50)) kubelet_healthz_port=$((base + 48))
 # The node: one kubelet, containerd from Debian, Pods on a bridge this script makes. OpenBao and
 # PostgreSQL of the tests listen on the bridge's host address for the Pods.
-node="${VAULTLET_CLUSTER_NODE:-0}"
+node="${VAULTLET_CLUSTER_NODE:-1}"
 node_name=vaultlet-node
 pod_bridge=vaultlet0 pod_subnet=10.213.0.0/24 pod_gw=10.213.0.1
 api="https://127.0.0.1:$api_port"
