@@ -1,0 +1,315 @@
+//! The table of every `vaultlet.io/*` annotation ([`KNOWN`]) and the Markdown reference
+//! generated from it.
+
+use super::PREFIX;
+
+/// Whether an annotation applies to the whole pod or to one secret (`<key>-<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `vaultlet.io/<key>`.
+    Pod,
+    /// `vaultlet.io/<key>-<name>`, one per secret.
+    Secret,
+}
+
+/// One row of the annotation reference.
+#[derive(Debug, Clone, Copy)]
+pub struct Known {
+    /// Key after the prefix (`role`), or the per-secret stem (`secret`).
+    pub key: &'static str,
+    /// Pod-wide or per secret.
+    pub scope: Scope,
+    /// Default when absent.
+    pub default: &'static str,
+    /// What it does.
+    pub meaning: &'static str,
+    /// An example value.
+    pub example: &'static str,
+}
+
+const fn pod(
+    key: &'static str,
+    default: &'static str,
+    meaning: &'static str,
+    example: &'static str,
+) -> Known {
+    Known {
+        key,
+        scope: Scope::Pod,
+        default,
+        meaning,
+        example,
+    }
+}
+
+const fn per_secret(
+    key: &'static str,
+    default: &'static str,
+    meaning: &'static str,
+    example: &'static str,
+) -> Known {
+    Known {
+        key,
+        scope: Scope::Secret,
+        default,
+        meaning,
+        example,
+    }
+}
+
+/// Every annotation the injector understands; anything else under `vaultlet.io/` is denied.
+pub const KNOWN: &[Known] = &[
+    pod(
+        "inject",
+        "(none)",
+        "Opt-in. Set it as a **label** so the webhook's objectSelector only sends opted-in pods; the same annotation is accepted too. `true` or `false`.",
+        "true",
+    ),
+    pod(
+        "status",
+        "(written by the injector)",
+        "Set to `injected` by the webhook. Its presence makes admission a no-op, so mutation is idempotent. Do not set it yourself.",
+        "injected",
+    ),
+    pod(
+        "mode",
+        "`--mode` (sidecar)",
+        "`sidecar`: the agent keeps secrets fresh while the pod runs. `init-only`: render once before the app starts, nothing runs beside it.",
+        "init-only",
+    ),
+    pod(
+        "native-sidecar",
+        "`--native-sidecars` (true)",
+        "Sidecar mode only. `true`: one agent in `initContainers` with `restartPolicy: Always` and a startupProbe (the app starts after its secrets exist). `false`: classic init agent plus a sidecar agent.",
+        "false",
+    ),
+    pod(
+        "role",
+        "(none; required for kubernetes auth)",
+        "Vault role to log in with (kubernetes auth).",
+        "app",
+    ),
+    pod(
+        "auth",
+        "`--auth-method` (kubernetes)",
+        "Login method: `kubernetes` (projected service-account token mounted into the agent only) or `approle`.",
+        "approle",
+    ),
+    pod(
+        "auth-path",
+        "`--auth-path` (kubernetes) for kubernetes auth, `approle` for approle auth",
+        "Mount path of the auth method, without `auth/`.",
+        "k8s/cluster-a",
+    ),
+    pod(
+        "approle-secret",
+        "(none; required for approle auth)",
+        "Name of a Secret in the pod's namespace with keys `role-id` and `secret-id`, mounted into the agent only.",
+        "app-approle",
+    ),
+    pod(
+        "approle-secret-id-wrapped",
+        "false",
+        "The `secret-id` key holds a response-wrapping token that the agent unwraps first.",
+        "true",
+    ),
+    pod(
+        "vault-addr",
+        "`--vault-addr`",
+        "Vault/OpenBao address. Must be the default or in the operator's `--allowed-vault-addrs` allowlist.",
+        "https://vault.team-a.svc:8200",
+    ),
+    pod(
+        "vault-namespace",
+        "(none)",
+        "Vault Enterprise / OpenBao namespace (`X-Vault-Namespace`).",
+        "team-a",
+    ),
+    pod(
+        "tls-server-name",
+        "(host of the address)",
+        "Name to verify Vault's certificate against.",
+        "vault.internal",
+    ),
+    pod(
+        "refresh-interval",
+        "`--refresh-interval` (60s)",
+        "How often static (KV) secrets are checked for a new version. At least 100ms.",
+        "30s",
+    ),
+    pod(
+        "init-deadline",
+        "`--init-deadline` (120s)",
+        "How long the first render may take before the agent gives up (native sidecar: startupProbe failureThreshold). 1s to 1h.",
+        "5m",
+    ),
+    pod(
+        "secrets-dir",
+        "/vault/secrets",
+        "Absolute directory where the secrets volume is mounted, in the agent and the app containers.",
+        "/etc/app/secrets",
+    ),
+    pod(
+        "containers",
+        "(all app containers)",
+        "Comma-separated names of the app containers that get the secrets volume.",
+        "web,worker",
+    ),
+    pod(
+        "init-position",
+        "`--init-position` (first)",
+        "Where the agent goes among existing init containers. `first`: they all run after it and get the secrets mounted. `last`: they run before it, without secrets.",
+        "last",
+    ),
+    pod(
+        "cpu-request",
+        "`--cpu-request` (10m)",
+        "CPU request of each agent container (Kubernetes quantity).",
+        "20m",
+    ),
+    pod(
+        "cpu-limit",
+        "`--cpu-limit` (none)",
+        "CPU limit of each agent container.",
+        "200m",
+    ),
+    pod(
+        "memory-request",
+        "`--memory-request` (16Mi)",
+        "Memory request of each agent container.",
+        "32Mi",
+    ),
+    pod(
+        "memory-limit",
+        "`--memory-limit` (64Mi)",
+        "Memory limit of each agent container.",
+        "128Mi",
+    ),
+    pod(
+        "secrets-volume-size",
+        "`--secrets-volume-size` (16Mi)",
+        "sizeLimit of the memory-backed secrets volume.",
+        "1Mi",
+    ),
+    pod(
+        "revoke-on-shutdown",
+        "false",
+        "Revoke the agent's token (and its leases) when the agent stops.",
+        "true",
+    ),
+    pod(
+        "log-format",
+        "text",
+        "Agent log format: `text` or `json`.",
+        "json",
+    ),
+    pod(
+        "log-level",
+        "info",
+        "Agent log filter (tracing directive).",
+        "debug",
+    ),
+    pod(
+        "notify",
+        "(none)",
+        "Sent after any file changed, one per line: `signal:<SIGNAL>:<process>` (sets `shareProcessNamespace: true` on the pod), `[GET|POST|PUT ]http(s)://...`, or `exec:<command>`.",
+        "signal:SIGHUP:nginx",
+    ),
+    pod(
+        "group",
+        "the pod's `fsGroup`, when set",
+        "Numeric group id that owns the secret files.",
+        "2000",
+    ),
+    per_secret(
+        "secret",
+        "(none)",
+        "Declares secret `<name>`: the Vault path to read (KV v1/v2 or any logical path). Words after the path (`key=value`) are parameters and make the fetch a write, e.g. `pki/issue/web common_name=a.example.com`.",
+        "secret/data/app",
+    ),
+    per_secret(
+        "template",
+        "(none: `format-<name>` applies)",
+        "Handlebars template rendered with the secret's data (no HTML escaping).",
+        "postgres://{{username}}:{{password}}@db/app",
+    ),
+    per_secret(
+        "file",
+        "`<name>`",
+        "File path relative to the secrets dir; must stay inside it (no `..`, not absolute).",
+        "config/db.url",
+    ),
+    per_secret("perms", "0440", "Octal file mode.", "0400"),
+    per_secret(
+        "format",
+        "env",
+        "Output without a template: `env` (`KEY=value` lines), `json` or `yaml`.",
+        "json",
+    ),
+    per_secret(
+        "params",
+        "(none)",
+        "Write parameters, one `key=value` per line; makes the fetch a write.",
+        "common_name=web.example.com",
+    ),
+    per_secret(
+        "version",
+        "(latest)",
+        "Pinned KV v2 version (a positive integer).",
+        "3",
+    ),
+    per_secret(
+        "notify",
+        "(none)",
+        "Like `notify`, but only when this secret's file changed.",
+        "http://127.0.0.1:8080/-/reload",
+    ),
+];
+
+/// The annotation reference as Markdown: the content of `docs/annotations.md`.
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "# Annotation reference\n\n\
+         <!-- Generated from injector/src/annotations/known.rs (KNOWN); the test \
+         `annotations::tests::doc_is_current` fails when this file is stale. \
+         Regenerate with: VAULTLET_WRITE_DOCS=1 cargo test -p vaultlet-injector doc_is_current -->\n\n\
+         Opt in with the **label** `vaultlet.io/inject: \"true\"`. Every other `vaultlet.io/*` key \
+         is an annotation on the Pod (or the pod template of a workload). The webhook validates \
+         them all at admission: an unknown key or a bad value denies the Pod with a message naming \
+         the annotation and the value.\n\n\
+         `<name>` is a secret name: 1-63 lowercase letters, digits or `-`. Defaults in backticks \
+         are the injector's settings (flag names; see `vaultlet-injector serve --help`).\n\n\
+         ## Pod-wide\n\n",
+    );
+    out.push_str(&table(Scope::Pod));
+    out.push_str("\n## Per secret\n\n");
+    out.push_str(&table(Scope::Secret));
+    out.push_str(
+        "\n## Notes\n\n\
+         - A `signal:` notification needs a shared process namespace: the injector sets \
+         `shareProcessNamespace: true` on the pod. So does classic mode in a Job's pod, where the \
+         agent exits once the app processes are gone.\n\
+         - The agent runs as the pod's `runAsUser`/`runAsGroup` when set (else 65532), so files \
+         and signals work for the app's user.\n\
+         - Multi-line values (`template-<name>`, `params-<name>`, `notify`) use a YAML block \
+         scalar (`|`).\n",
+    );
+    out
+}
+
+fn table(scope: Scope) -> String {
+    let mut out = String::from("| annotation | default | meaning | example |\n|---|---|---|---|\n");
+    for k in KNOWN.iter().filter(|k| k.scope == scope) {
+        let name = match scope {
+            Scope::Pod => format!("{PREFIX}{}", k.key),
+            Scope::Secret => format!("{PREFIX}{}-&lt;name&gt;", k.key),
+        };
+        out.push_str(&format!(
+            "| `{name}` | {} | {} | `{}` |\n",
+            k.default,
+            k.meaning.replace('|', "\\|"),
+            k.example.replace('|', "\\|")
+        ));
+    }
+    out
+}

@@ -1,0 +1,231 @@
+//! Unit tests of the annotation parser and its reference table.
+
+use super::*;
+
+fn mk(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn parse_map(pairs: &[(&str, &str)]) -> Result<PodRequest, AnnotationError> {
+    parse(&mk(pairs))
+}
+
+fn err(pairs: &[(&str, &str)]) -> String {
+    parse_map(pairs).expect_err("should be denied").to_string()
+}
+
+#[test]
+fn every_known_example_parses() {
+    for k in KNOWN {
+        let mut pairs = vec![("vaultlet.io/secret-x", "secret/data/app")];
+        let key = match k.scope {
+            Scope::Pod => format!("{PREFIX}{}", k.key),
+            Scope::Secret => format!("{PREFIX}{}-x", k.key),
+        };
+        pairs.push((&key, k.example));
+        let map = mk(&pairs);
+        assert!(parse(&map).is_ok(), "{key}: {:?}", parse(&map));
+    }
+}
+
+#[test]
+fn full_example() {
+    let req = parse_map(&[
+        ("vaultlet.io/role", "app"),
+        ("vaultlet.io/secret-db", "database/creds/app"),
+        ("vaultlet.io/template-db", "postgres://{{username}}@db\n"),
+        ("vaultlet.io/file-db", "config/db.url"),
+        ("vaultlet.io/perms-db", "0400"),
+        (
+            "vaultlet.io/secret-cert",
+            "pki/issue/web common_name=a.example.com ttl=1h",
+        ),
+        ("vaultlet.io/params-cert", "alt_names=b.example.com\n"),
+        (
+            "vaultlet.io/notify",
+            "signal:SIGHUP:nginx\nhttp://127.0.0.1:1/r",
+        ),
+        ("other.io/x", "ignored"),
+    ])
+    .expect("valid");
+    assert_eq!(req.role.as_deref(), Some("app"));
+    let db = &req.secrets["db"];
+    assert_eq!(db.file.as_deref(), Some("config/db.url"));
+    assert_eq!(db.mode, Some(0o400));
+    let cert = &req.secrets["cert"];
+    assert_eq!(cert.path, "pki/issue/web");
+    assert_eq!(cert.params.len(), 3);
+    assert_eq!(cert.params["ttl"], "1h");
+    assert_eq!(req.notify.len(), 2);
+    assert!(req.signals());
+}
+
+#[test]
+fn denials_name_the_annotation_and_value() {
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
+        (
+            &[("vaultlet.io/rol", "app")],
+            "vaultlet.io/rol",
+            "not a known",
+        ),
+        (
+            &[("vaultlet.io/mode", "daemon")],
+            "vaultlet.io/mode",
+            "\"daemon\"",
+        ),
+        (
+            &[("vaultlet.io/native-sidecar", "yes")],
+            "vaultlet.io/native-sidecar",
+            "\"yes\"",
+        ),
+        (
+            &[("vaultlet.io/refresh-interval", "5x")],
+            "vaultlet.io/refresh-interval",
+            "\"5x\"",
+        ),
+        (
+            &[("vaultlet.io/auth", "token")],
+            "vaultlet.io/auth",
+            "\"token\"",
+        ),
+        (
+            &[("vaultlet.io/template-db", "{{x}}")],
+            "vaultlet.io/template-db",
+            "no vaultlet.io/secret-db",
+        ),
+        (
+            &[
+                ("vaultlet.io/secret-db", "kv/a"),
+                ("vaultlet.io/file-db", "../etc/passwd"),
+            ],
+            "vaultlet.io/file-db",
+            "\"../etc/passwd\"",
+        ),
+        (
+            &[
+                ("vaultlet.io/secret-db", "kv/a"),
+                ("vaultlet.io/perms-db", "0999"),
+            ],
+            "vaultlet.io/perms-db",
+            "\"0999\"",
+        ),
+        (
+            &[
+                ("vaultlet.io/secret-db", "kv/a"),
+                ("vaultlet.io/perms-db", "4755"),
+            ],
+            "vaultlet.io/perms-db",
+            "0777",
+        ),
+        (
+            &[("vaultlet.io/cpu-request", "-1")],
+            "vaultlet.io/cpu-request",
+            "\"-1\"",
+        ),
+        (
+            &[("vaultlet.io/secret-DB", "kv/a")],
+            "vaultlet.io/secret-DB",
+            "secret name",
+        ),
+        (
+            &[("vaultlet.io/secret-db", "")],
+            "vaultlet.io/secret-db",
+            "Vault path",
+        ),
+        (
+            &[("vaultlet.io/secret-db", "kv/a b")],
+            "vaultlet.io/secret-db",
+            "key=value",
+        ),
+        (
+            &[("vaultlet.io/notify", "signal:SIGKILL:x")],
+            "vaultlet.io/notify",
+            "unknown signal",
+        ),
+        (
+            &[("vaultlet.io/vault-addr", "vault:8200")],
+            "vaultlet.io/vault-addr",
+            "https://",
+        ),
+        (
+            &[("vaultlet.io/secrets-dir", "/vault/agent")],
+            "vaultlet.io/secrets-dir",
+            "reserved",
+        ),
+    ];
+    for (pairs, key, needle) in cases {
+        let msg = err(pairs);
+        assert!(msg.contains(key), "{msg}");
+        assert!(msg.contains(needle), "{needle} not in {msg}");
+    }
+}
+
+#[test]
+fn template_bodies_are_not_echoed() {
+    let e = parse_map(&[
+        ("vaultlet.io/secret-db", "kv/a"),
+        ("vaultlet.io/template-db", "  "),
+    ])
+    .expect_err("empty template");
+    assert!(e.to_string().contains("template body not shown"), "{e}");
+}
+
+#[test]
+fn duplicate_files_are_denied() {
+    let msg = err(&[
+        ("vaultlet.io/secret-a", "kv/a"),
+        ("vaultlet.io/secret-b", "kv/b"),
+        ("vaultlet.io/file-b", "a"),
+    ]);
+    assert!(msg.contains("vaultlet.io/file-b"), "{msg}");
+}
+
+#[test]
+fn quantities() {
+    for good in ["10m", "1", "0.5", "16Mi", "1G", "1e3", "2E-2", ".5"] {
+        assert!(parse_quantity(good).is_ok(), "{good}");
+    }
+    for bad in ["", "-1", "m", "10 m", "1.2.3", "16MB", "+1", "1e", "Mi"] {
+        assert!(parse_quantity(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn perms() {
+    assert_eq!(parse_mode("0440"), Ok(0o440));
+    assert_eq!(parse_mode("600"), Ok(0o600));
+    assert_eq!(parse_mode("0o644"), Ok(0o644));
+    for bad in ["", "8", "07777", "rw", "0x1"] {
+        assert!(parse_mode(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn every_pod_key_has_a_parser_arm() {
+    for k in KNOWN.iter().filter(|k| k.scope == Scope::Pod) {
+        let key = format!("{PREFIX}{}", k.key);
+        let result = parse(&mk(&[(&key, k.example)]));
+        assert!(
+            !matches!(result, Err(AnnotationError::Unknown { .. })),
+            "{key} is in KNOWN but the parser does not handle it"
+        );
+    }
+}
+
+#[test]
+fn doc_is_current() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/annotations.md");
+    let want = reference_markdown();
+    if std::env::var_os("VAULTLET_WRITE_DOCS").is_some() {
+        std::fs::write(path, &want).expect("write docs/annotations.md");
+    }
+    let have = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        have == want,
+        "docs/annotations.md is stale; regenerate with VAULTLET_WRITE_DOCS=1 cargo test -p vaultlet-injector doc_is_current"
+    );
+}
