@@ -24,7 +24,7 @@ pub const STATUS_INJECTED: &str = "injected";
 const MAX_QUOTED: usize = 120;
 
 mod known;
-pub use known::{KNOWN, Known, Scope, reference_markdown};
+pub use known::{KNOWN, Known, Scope, nearest, reference_markdown};
 
 /// Why an annotation was rejected; the message names the annotation and (except for
 /// templates) the value.
@@ -32,11 +32,14 @@ pub use known::{KNOWN, Known, Scope, reference_markdown};
 pub enum AnnotationError {
     /// A `vaultlet.io/` key the injector does not know (typo?).
     #[error(
-        "annotation {key} is not a known vaultlet.io annotation; see docs/annotations.md for the list"
+        "annotation {key} is not a known vaultlet.io annotation; {}",
+        did_you_mean(.suggestion.as_deref())
     )]
     Unknown {
         /// Full annotation key.
         key: String,
+        /// The nearest known annotation, when one is close enough to be meant.
+        suggestion: Option<String>,
     },
     /// A known annotation with an unusable value.
     #[error("annotation {key}: value {value} is invalid: {reason}")]
@@ -60,7 +63,22 @@ pub enum AnnotationError {
     },
 }
 
+fn did_you_mean(suggestion: Option<&str>) -> String {
+    match suggestion {
+        Some(s) => format!("did you mean {s}? See docs/annotations.md for the list"),
+        None => "see docs/annotations.md for the list".to_owned(),
+    }
+}
+
 impl AnnotationError {
+    /// An unknown key, with the nearest known annotation as a suggestion.
+    pub fn unknown(key: &str) -> Self {
+        Self::Unknown {
+            key: key.to_owned(),
+            suggestion: key.strip_prefix(PREFIX).and_then(known::nearest),
+        }
+    }
+
     fn invalid(key: &str, value: &str, reason: impl Into<String>) -> Self {
         let value = if key.starts_with("vaultlet.io/template-") {
             "(template body not shown)".to_owned()
@@ -77,7 +95,7 @@ impl AnnotationError {
     /// The annotation key the error is about.
     pub fn key(&self) -> &str {
         match self {
-            Self::Unknown { key } | Self::Invalid { key, .. } | Self::Orphan { key, .. } => key,
+            Self::Unknown { key, .. } | Self::Invalid { key, .. } | Self::Orphan { key, .. } => key,
         }
     }
 }
@@ -260,8 +278,7 @@ where
             parse_pod_level(&mut req, key, rest, value)?;
             continue;
         }
-        let (stem, name) =
-            split_secret_key(rest).ok_or_else(|| AnnotationError::Unknown { key: key.clone() })?;
+        let (stem, name) = split_secret_key(rest).ok_or_else(|| AnnotationError::unknown(key))?;
         validate_name(name).map_err(|r| {
             AnnotationError::invalid(key, value, format!("secret name {name:?} {r}"))
         })?;
@@ -347,7 +364,7 @@ fn parse_pod_level(
         "notify" => req.notify = parse_notify_lines(v).map_err(bad)?,
         "group" => req.group = Some(parse_gid(v).map_err(bad)?),
         // Every pod-scoped key in KNOWN has an arm above; the table test enforces it.
-        _ => return Err(AnnotationError::Unknown { key: key.into() }),
+        _ => return Err(AnnotationError::unknown(key)),
     }
     Ok(())
 }
@@ -398,7 +415,7 @@ fn parse_secret_attr(
         }
         "version" => secret.version = Some(parse_version(v).map_err(bad)?),
         "notify" => secret.notify = parse_notify_lines(v).map_err(bad)?,
-        _ => return Err(AnnotationError::Unknown { key: key.into() }),
+        _ => return Err(AnnotationError::unknown(key)),
     }
     Ok(())
 }

@@ -80,10 +80,13 @@ pub fn run_preview(args: &PreviewArgs) -> anyhow::Result<()> {
     } else {
         Output::Yaml
     };
-    let (text, warnings) = preview::preview(&input, &args.settings, output)?;
-    for w in warnings {
+    let rendered = preview::preview(&input, &args.settings, output)?;
+    for w in &rendered.warnings {
         eprintln!("warning: {w}");
     }
-    print!("{text}");
+    if let Some(skip) = rendered.skipped {
+        eprintln!("note: left unchanged: {}", skip.explain());
+    }
+    print!("{}", rendered.text);
     Ok(())
 }

@@ -115,12 +115,35 @@ impl InjectMode {
 /// Why a Pod passes unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
-    /// No `vaultlet.io/inject: "true"` label or annotation.
+    /// No `vaultlet.io/inject: "true"` label.
     NotOptedIn,
+    /// The `vaultlet.io/inject` annotation without the label: the webhook's objectSelector
+    /// never sends such a Pod, so it is not injected here either.
+    AnnotationOnly,
+    /// Labelled, but the annotation `vaultlet.io/inject: "false"` opts it out.
+    OptedOut,
     /// `vaultlet.io/status` is present.
     AlreadyInjected,
     /// The Pod is past `Pending`.
     NotPending,
+}
+
+impl Skip {
+    /// Why the Pod was left unchanged, for a person.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Self::NotOptedIn => {
+                "it has no label vaultlet.io/inject: \"true\" (only labelled Pods are injected)"
+            }
+            Self::AnnotationOnly => {
+                "vaultlet.io/inject is an annotation, not a label; the webhook only sees Pods \
+                 labelled vaultlet.io/inject: \"true\", so move it to metadata.labels"
+            }
+            Self::OptedOut => "the annotation vaultlet.io/inject: \"false\" opts it out",
+            Self::AlreadyInjected => "it is already injected (annotation vaultlet.io/status)",
+            Self::NotPending => "it is past the Pending phase (only new Pods are injected)",
+        }
+    }
 }
 
 /// A successful injection.
@@ -189,17 +212,14 @@ fn prepare(pod: &Pod, settings: &Settings, job: bool) -> Result<Result<Prepared,
     if annotations.contains_key(STATUS) {
         return Ok(Err(Skip::AlreadyInjected));
     }
-    if !opted_in(pod) {
-        return Ok(Err(Skip::NotOptedIn));
+    if let Some(skip) = opt_in_skip(pod) {
+        return Ok(Err(skip));
     }
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if phase.is_some_and(|p| p != "Pending") {
         return Ok(Err(Skip::NotPending));
     }
     let req = annotations::parse(annotations)?;
-    if req.inject == Some(false) && !label_opt_in(pod) {
-        return Ok(Err(Skip::NotOptedIn));
-    }
     let spec = pod
         .spec
         .as_ref()
@@ -268,15 +288,21 @@ fn label_opt_in(pod: &Pod) -> bool {
         .is_some_and(|v| v == "true")
 }
 
-fn opted_in(pod: &Pod) -> bool {
+/// The label is the only opt-in (it is all the webhook's objectSelector sees); the
+/// annotation can only opt out. A malformed annotation value is left to the parser to deny.
+fn opt_in_skip(pod: &Pod) -> Option<Skip> {
     let annotation = pod
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(INJECT))
         .map(|v| v.trim());
-    // A malformed annotation value still counts as opt-in so the parser can deny it.
-    label_opt_in(pod) || annotation.is_some_and(|v| v != "false")
+    match (label_opt_in(pod), annotation) {
+        (true, Some("false")) => Some(Skip::OptedOut),
+        (true, _) => None,
+        (false, Some(v)) if v != "false" => Some(Skip::AnnotationOnly),
+        (false, _) => Some(Skip::NotOptedIn),
+    }
 }
 
 /// The JSON Patch turning `before` into `after` (an injection of `before`).
@@ -986,7 +1012,10 @@ fn volumes(plan: &Plan, s: &Settings, req: &PodRequest) -> Vec<Volume> {
                 sources: Some(vec![VolumeProjection {
                     service_account_token: Some(ServiceAccountTokenProjection {
                         audience: Some(s.vault.sa_token_audience.clone()),
-                        expiration_seconds: Some(s.vault.sa_token_expiration),
+                        expiration_seconds: Some(
+                            i64::try_from(s.vault.sa_token_expiration.0.as_secs())
+                                .unwrap_or(i64::MAX),
+                        ),
                         path: "token".to_owned(),
                     }),
                     ..VolumeProjection::default()

@@ -390,16 +390,35 @@ fn generate_name_without_name_and_no_optional_fields() {
 }
 
 #[test]
-fn annotation_opt_in_without_label() {
+fn the_label_is_the_only_opt_in() {
+    // The webhook's objectSelector never sends an annotation-only Pod: it is not injected.
     let mut v = basic();
     v["metadata"]
         .as_object_mut()
         .expect("metadata")
         .remove("labels");
     v["metadata"]["annotations"]["vaultlet.io/inject"] = json!("true");
-    let pod = mk_pod(v);
+    assert!(matches!(
+        mutate(&mk_pod(v), &settings()),
+        Ok(Outcome::Skipped(Skip::AnnotationOnly))
+    ));
+    // The annotation opts a labelled Pod out, before any other annotation is checked.
+    let v = with(
+        annotated("vaultlet.io/inject", "false"),
+        "/metadata/annotations/vaultlet.io~1rol",
+        json!("typo"),
+    );
+    assert!(matches!(
+        mutate(&mk_pod(v), &settings()),
+        Ok(Outcome::Skipped(Skip::OptedOut))
+    ));
+    // Label and annotation "true": injected; a malformed value is denied.
+    let pod = mk_pod(annotated("vaultlet.io/inject", "true"));
     let i = injected(&pod, &settings());
-    check_common("annotation-opt-in", &pod, &i);
+    check_common("label-and-annotation", &pod, &i);
+    let err =
+        mutate(&mk_pod(annotated("vaultlet.io/inject", "yes")), &settings()).expect_err("denied");
+    assert!(err.message().contains("vaultlet.io/inject"), "{err}");
 }
 
 #[test]

@@ -3,12 +3,17 @@
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
-use crate::mutate::{self, Deny, Outcome};
+use crate::mutate::{self, Deny, Outcome, Skip};
 use crate::settings::Settings;
 
 /// Why a preview failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PreviewError {
+    /// The input holds no object at all.
+    #[error(
+        "the input is empty; give one Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob as YAML or JSON (-f FILE, or on stdin)"
+    )]
+    Empty,
     /// The input is neither YAML nor JSON.
     #[error("input is not a YAML or JSON Kubernetes object: {0}")]
     Parse(String),
@@ -25,12 +30,18 @@ pub enum PreviewError {
         /// Deserialisation error.
         reason: String,
     },
-    /// The webhook would deny this object (same message).
+    /// The webhook would deny this object (same message, printed once: no error source).
     #[error("{}", .0.message())]
-    Denied(#[from] Deny),
+    Denied(Deny),
     /// Output could not be written as YAML.
     #[error("cannot write YAML: {0}")]
     Output(String),
+}
+
+impl From<Deny> for PreviewError {
+    fn from(d: Deny) -> Self {
+        Self::Denied(d)
+    }
 }
 
 /// What to print.
@@ -44,6 +55,13 @@ pub enum Output {
 
 /// Parses YAML or JSON (JSON is YAML) into a JSON value.
 pub fn parse_object(input: &str) -> Result<Value, PreviewError> {
+    let blank = input
+        .lines()
+        .map(str::trim)
+        .all(|l| l.is_empty() || l.starts_with('#') || l == "---" || l == "...");
+    if blank {
+        return Err(PreviewError::Empty);
+    }
     let trimmed = input.trim_start();
     if trimmed.starts_with('{') {
         return serde_json::from_str(trimmed).map_err(|e| PreviewError::Parse(e.to_string()));
@@ -71,6 +89,8 @@ pub struct Previewed {
     pub patch: Value,
     /// Admission warnings the webhook would send.
     pub warnings: Vec<String>,
+    /// Why the object was left unchanged, when it was.
+    pub skipped: Option<Skip>,
 }
 
 /// Mutates `object` through the webhook's code path.
@@ -88,11 +108,12 @@ pub fn mutate_object(object: &Value, settings: &Settings) -> Result<Previewed, P
     let job = job || mutate::owned_by_job(&pod);
     let shape = mutate::Shape::of(&pod);
     let injection = match mutate::mutate_pod(&pod, settings, job)? {
-        Outcome::Skipped(_) => {
+        Outcome::Skipped(skip) => {
             return Ok(Previewed {
                 object: object.clone(),
                 patch: Value::Array(Vec::new()),
                 warnings: Vec::new(),
+                skipped: Some(skip),
             });
         }
         Outcome::Injected(injection) => injection,
@@ -116,6 +137,7 @@ pub fn mutate_object(object: &Value, settings: &Settings) -> Result<Previewed, P
         object: out,
         patch,
         warnings: injection.warnings,
+        skipped: None,
     })
 }
 
@@ -133,12 +155,19 @@ fn rebase_patch(patch: &[u8], prefix: &str) -> Result<Value, PreviewError> {
     Ok(ops)
 }
 
-/// Runs a preview on the text of one object; returns the chosen output and the warnings.
-pub fn preview(
-    input: &str,
-    settings: &Settings,
-    output: Output,
-) -> Result<(String, Vec<String>), PreviewError> {
+/// A preview ready to print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The chosen output.
+    pub text: String,
+    /// Admission warnings the webhook would send.
+    pub warnings: Vec<String>,
+    /// Why the object was left unchanged, when it was.
+    pub skipped: Option<Skip>,
+}
+
+/// Runs a preview on the text of one object.
+pub fn preview(input: &str, settings: &Settings, output: Output) -> Result<Rendered, PreviewError> {
     let object = parse_object(input)?;
     let previewed = mutate_object(&object, settings)?;
     let text = match output {
@@ -148,7 +177,11 @@ pub fn preview(
             .map(|s| s + "\n")
             .map_err(|e| PreviewError::Output(e.to_string()))?,
     };
-    Ok((text, previewed.warnings))
+    Ok(Rendered {
+        text,
+        warnings: previewed.warnings,
+        skipped: previewed.skipped,
+    })
 }
 
 #[cfg(test)]
@@ -243,13 +276,25 @@ mod tests {
             assert_eq!(out["kind"], kind);
             assert!(out.pointer("/spec/template/apiVersion").is_none(), "{kind}");
             // The YAML output reads back to the same object.
-            let (yaml, warnings) = preview(&input, &settings, Output::Yaml).expect("yaml");
-            assert!(warnings.is_empty(), "{kind}: {warnings:?}");
-            assert_eq!(parse_object(&yaml).expect("reparse"), out, "{kind}");
+            let rendered = preview(&input, &settings, Output::Yaml).expect("yaml");
+            assert!(
+                rendered.warnings.is_empty(),
+                "{kind}: {:?}",
+                rendered.warnings
+            );
+            assert_eq!(rendered.skipped, None, "{kind}");
+            assert_eq!(
+                parse_object(&rendered.text).expect("reparse"),
+                out,
+                "{kind}"
+            );
             // The patch applied to the input gives the same object.
-            let patch: json_patch::Patch =
-                serde_json::from_str(&preview(&input, &settings, Output::Patch).expect("patch").0)
-                    .expect("patch json");
+            let patch: json_patch::Patch = serde_json::from_str(
+                &preview(&input, &settings, Output::Patch)
+                    .expect("patch")
+                    .text,
+            )
+            .expect("patch json");
             let mut doc = object.clone();
             json_patch::patch(&mut doc, &patch).expect("applies");
             assert_eq!(doc, out, "{kind}");
@@ -276,5 +321,9 @@ mod tests {
         let err = preview("kind: Service\n", &settings, Output::Yaml).expect_err("kind");
         assert!(err.to_string().contains("Service"), "{err}");
         assert!(preview("{not json", &settings, Output::Yaml).is_err());
+        for empty in ["", "\n  \n", "---\n# nothing\n"] {
+            let err = preview(empty, &settings, Output::Yaml).expect_err("empty");
+            assert!(matches!(err, PreviewError::Empty), "{empty:?}: {err}");
+        }
     }
 }

@@ -128,9 +128,9 @@ pub struct VaultArgs {
     /// Audience of the projected service-account token.
     #[arg(long, env = "VAULTLET_SA_TOKEN_AUDIENCE", default_value = "vault")]
     pub sa_token_audience: String,
-    /// Lifetime in seconds of the projected service-account token (at least 600).
-    #[arg(long, env = "VAULTLET_SA_TOKEN_EXPIRATION", default_value_t = 3600)]
-    pub sa_token_expiration: i64,
+    /// Lifetime of the projected service-account token (at least 10m), e.g. 1h.
+    #[arg(long, env = "VAULTLET_SA_TOKEN_EXPIRATION", default_value = "1h")]
+    pub sa_token_expiration: HumanDuration,
 }
 
 /// Default resources of each agent container.
@@ -183,10 +183,10 @@ impl Settings {
             "sa-token-audience",
             non_empty(&self.vault.sa_token_audience),
         )?;
-        if self.vault.sa_token_expiration < 600 {
+        if self.vault.sa_token_expiration.0 < std::time::Duration::from_secs(600) {
             return Err(SettingsError {
                 flag: "sa-token-expiration",
-                reason: "Kubernetes needs at least 600 seconds".into(),
+                reason: "must be at least 10m (Kubernetes needs 600 seconds)".into(),
             });
         }
         check(
@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn bad_settings_name_the_flag() {
         let mut s = Settings::defaults();
-        s.vault.sa_token_expiration = 60;
+        s.vault.sa_token_expiration = HumanDuration(std::time::Duration::from_secs(60));
         assert_eq!(
             s.validate().expect_err("too short").flag,
             "sa-token-expiration"

@@ -75,6 +75,133 @@ fn deployment_from_stdin_and_file() {
     );
 }
 
+/// The message the webhook denies the Deployment's Pod with, from a real AdmissionReview.
+fn webhook_denial(workload_yaml: &str) -> String {
+    let workload: serde_json::Value = serde_saphyr::from_str(workload_yaml).expect("yaml");
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "default", "operation": "CREATE", "userInfo": {},
+            "object": workload["spec"]["template"], "dryRun": false
+        }
+    });
+    let body = serde_json::to_vec(&review).expect("json");
+    let settings = vaultlet_injector::settings::Settings::defaults();
+    let reviewed = vaultlet_injector::review::review(&body, &settings).expect("reviewed");
+    let resp: serde_json::Value = serde_json::from_slice(&reviewed.body).expect("response");
+    assert_eq!(resp["response"]["allowed"], false, "{resp}");
+    resp["response"]["status"]["message"]
+        .as_str()
+        .expect("message")
+        .to_owned()
+}
+
+fn stderr_of(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).expect("utf-8")
+}
+
+#[test]
+fn denials_are_printed_once_exactly_as_the_webhook_denies() {
+    let cases = [
+        "vaultlet.io/vault-addr: https://elsewhere.example:8200",
+        "vaultlet.io/secrt-db: kv/data/x",
+        "vaultlet.io/perms-db: \"999\"",
+        "vaultlet.io/template-nope: \"{{x}}\"",
+    ];
+    for line in cases {
+        let bad = DEPLOYMENT.replace(
+            "vaultlet.io/role: web",
+            &format!("vaultlet.io/role: web\n        {line}"),
+        );
+        let out = preview(&[], &bad);
+        assert_eq!(out.status.code(), Some(1), "{line}");
+        assert!(out.stdout.is_empty(), "{line}");
+        let want = webhook_denial(&bad);
+        assert!(want.starts_with("vaultlet: "), "{want}");
+        assert_eq!(stderr_of(&out), format!("error: {want}\n"), "{line}");
+    }
+    // The typo gets a suggestion.
+    let bad = DEPLOYMENT.replace(
+        "vaultlet.io/role: web",
+        "vaultlet.io/role: web\n        vaultlet.io/secrt-db: kv/data/x",
+    );
+    assert_eq!(
+        stderr_of(&preview(&[], &bad)),
+        "error: vaultlet: annotation vaultlet.io/secrt-db is not a known vaultlet.io annotation; \
+         did you mean vaultlet.io/secret-db? See docs/annotations.md for the list\n"
+    );
+}
+
+#[test]
+fn unchanged_pods_say_why_and_empty_input_says_so() {
+    let annotation_only = DEPLOYMENT
+        .replace(", vaultlet.io/inject: \"true\"", "")
+        .replace(
+            "vaultlet.io/role: web",
+            "vaultlet.io/role: web\n        vaultlet.io/inject: \"true\"",
+        );
+    let opted_out = DEPLOYMENT.replace(
+        "vaultlet.io/role: web",
+        "vaultlet.io/role: web\n        vaultlet.io/inject: \"false\"",
+    );
+    let no_label = DEPLOYMENT.replace(", vaultlet.io/inject: \"true\"", "");
+    let injected = stdout(&preview(&[], DEPLOYMENT));
+    for (what, input, why) in [
+        (
+            "annotation only",
+            annotation_only.as_str(),
+            "vaultlet.io/inject is an annotation, not a label; the webhook only sees Pods \
+             labelled vaultlet.io/inject: \"true\", so move it to metadata.labels",
+        ),
+        (
+            "opted out",
+            opted_out.as_str(),
+            "the annotation vaultlet.io/inject: \"false\" opts it out",
+        ),
+        (
+            "no label",
+            no_label.as_str(),
+            "it has no label vaultlet.io/inject: \"true\" (only labelled Pods are injected)",
+        ),
+        (
+            "already injected",
+            injected.as_str(),
+            "it is already injected (annotation vaultlet.io/status)",
+        ),
+    ] {
+        let out = preview(&[], input);
+        assert!(out.status.success(), "{what}: {}", stderr_of(&out));
+        assert_eq!(
+            stderr_of(&out),
+            format!("note: left unchanged: {why}\n"),
+            "{what}"
+        );
+        assert!(!stdout(&out).contains("vaultlet-agent") || what == "already injected");
+    }
+    for empty in ["", "\n\n", "---\n"] {
+        let out = preview(&[], empty);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            stderr_of(&out),
+            "error: the input is empty; give one Pod, Deployment, StatefulSet, DaemonSet, \
+             ReplicaSet, Job or CronJob as YAML or JSON (-f FILE, or on stdin)\n"
+        );
+    }
+}
+
+#[test]
+fn durations_take_one_syntax() {
+    let out = stdout(&preview(&["--sa-token-expiration", "2h"], DEPLOYMENT));
+    assert!(out.contains("expirationSeconds: 7200"), "{out}");
+    let out = preview(&["--sa-token-expiration", "5m"], DEPLOYMENT);
+    assert_eq!(
+        stderr_of(&out),
+        "error: --sa-token-expiration: must be at least 10m (Kubernetes needs 600 seconds)\n"
+    );
+}
+
 #[test]
 fn denial_matches_the_webhook_message() {
     let bad = DEPLOYMENT.replace(

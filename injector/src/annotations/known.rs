@@ -1,5 +1,5 @@
-//! The table of every `vaultlet.io/*` annotation ([`KNOWN`]) and the Markdown reference
-//! generated from it.
+//! The table of every `vaultlet.io/*` annotation ([`KNOWN`]), the Markdown reference
+//! generated from it, and the nearest known key for a typo.
 
 use super::PREFIX;
 
@@ -62,7 +62,7 @@ pub const KNOWN: &[Known] = &[
     pod(
         "inject",
         "(none)",
-        "Opt-in. Set it as a **label** so the webhook's objectSelector only sends opted-in pods; the same annotation is accepted too. `true` or `false`.",
+        "Opt-in, as a **label** only: the webhook's objectSelector sends only Pods with the label `vaultlet.io/inject: \"true\"`, and `preview` injects only those too. As an annotation it can only opt out: `false` leaves a labelled Pod unchanged.",
         "true",
     ),
     pod(
@@ -312,4 +312,56 @@ fn table(scope: Scope) -> String {
         ));
     }
     out
+}
+
+/// Longest unknown key (after the prefix) a suggestion is looked for.
+const MAX_SUGGEST_LEN: usize = 80;
+
+/// The known annotation (with prefix) nearest to an unknown key `rest` (without the prefix),
+/// when it is close enough to be a typo: `secrt-db` -> `vaultlet.io/secret-db`.
+pub fn nearest(rest: &str) -> Option<String> {
+    if rest.is_empty() || rest.len() > MAX_SUGGEST_LEN {
+        return None;
+    }
+    let mut best: Option<(usize, String)> = None;
+    let mut consider = |d: usize, candidate: String| {
+        if best.as_ref().is_none_or(|(bd, _)| d < *bd) {
+            best = Some((d, candidate));
+        }
+    };
+    for k in KNOWN {
+        match k.scope {
+            Scope::Pod => consider(edit_distance(rest, k.key), k.key.to_owned()),
+            // Every split into a stem and a secret name, on `-`, `_` or `.`.
+            Scope::Secret => {
+                for (i, _) in rest.match_indices(['-', '_', '.']) {
+                    let (stem, name) = (&rest[..i], &rest[i + 1..]);
+                    if !name.is_empty() {
+                        consider(edit_distance(stem, k.key), format!("{}-{name}", k.key));
+                    }
+                }
+            }
+        }
+    }
+    let (d, candidate) = best?;
+    let allowed = (rest.chars().count() / 3).clamp(1, 3);
+    (d <= allowed).then(|| format!("{PREFIX}{candidate}"))
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions) between two short strings.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }

@@ -229,3 +229,40 @@ fn doc_is_current() {
         "docs/annotations.md is stale; regenerate with VAULTLET_WRITE_DOCS=1 cargo test -p vaultlet-injector doc_is_current"
     );
 }
+
+#[test]
+fn edit_distances() {
+    assert_eq!(known::edit_distance("", ""), 0);
+    assert_eq!(known::edit_distance("role", "rol"), 1);
+    assert_eq!(known::edit_distance("secret", "secrte"), 2);
+    assert_eq!(known::edit_distance("kitten", "sitting"), 3);
+}
+
+#[test]
+fn unknown_annotations_suggest_the_nearest_known_one() {
+    for (typo, meant) in [
+        ("vaultlet.io/rol", "vaultlet.io/role"),
+        ("vaultlet.io/secrt-db", "vaultlet.io/secret-db"),
+        ("vaultlet.io/secrets-db", "vaultlet.io/secret-db"),
+        ("vaultlet.io/secret_db", "vaultlet.io/secret-db"),
+        ("vaultlet.io/templates-db", "vaultlet.io/template-db"),
+        (
+            "vaultlet.io/refresh-intervall",
+            "vaultlet.io/refresh-interval",
+        ),
+        ("vaultlet.io/nativesidecar", "vaultlet.io/native-sidecar"),
+    ] {
+        assert_eq!(
+            err(&[(typo, "x")]),
+            format!(
+                "annotation {typo} is not a known vaultlet.io annotation; did you mean {meant}? \
+                 See docs/annotations.md for the list"
+            ),
+        );
+    }
+    assert_eq!(
+        err(&[("vaultlet.io/completely-unrelated", "x")]),
+        "annotation vaultlet.io/completely-unrelated is not a known vaultlet.io annotation; \
+         see docs/annotations.md for the list"
+    );
+}
