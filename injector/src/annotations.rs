@@ -247,6 +247,8 @@ pub struct PodRequest {
     pub notify: Vec<NotifySpec>,
     /// `group`.
     pub group: Option<u32>,
+    /// `set-run-as-ids`.
+    pub set_run_as_ids: Option<bool>,
     /// Secrets by name.
     pub secrets: BTreeMap<String, SecretRequest>,
 }
@@ -363,6 +365,7 @@ fn parse_pod_level(
         "log-level" => req.log_level = Some(parse_log_level(v).map_err(bad)?),
         "notify" => req.notify = parse_notify_lines(v).map_err(bad)?,
         "group" => req.group = Some(parse_gid(v).map_err(bad)?),
+        "set-run-as-ids" => req.set_run_as_ids = Some(parse_bool(v).map_err(bad)?),
         // Every pod-scoped key in KNOWN has an arm above; the table test enforces it.
         _ => return Err(AnnotationError::unknown(key)),
     }

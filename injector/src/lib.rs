@@ -3,6 +3,7 @@
 //! The core is the pure [`mutate::mutate`]; [`review`] is the AdmissionReview edge,
 //! [`server`] the HTTPS wiring, [`preview`] the offline CLI over the same code path.
 
+pub mod access;
 pub mod annotations;
 pub mod cli;
 pub mod metrics;

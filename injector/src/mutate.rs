@@ -16,6 +16,7 @@ use vaultlet_agent::config::{
     SecretSpec, VaultConfig,
 };
 
+use crate::access;
 use crate::annotations::{
     self, AnnotationError, AuthMethod, INJECT, InitPosition, Mode, PREFIX, PodRequest, STATUS,
     STATUS_INJECTED,
@@ -234,7 +235,16 @@ fn inject(mut pod: Pod, p: Prepared, settings: &Settings) -> Result<Outcome, Den
     let warnings = pod
         .spec
         .as_ref()
-        .map(|spec| signal_warnings(spec, &p.plan, &p.req))
+        .map(|spec| {
+            let agent = access::AgentIds {
+                uid: p.plan.uid,
+                gid: p.plan.gid,
+                platform: !p.plan.set_ids,
+            };
+            let mut w = access::signal_warnings(spec, &p.req, agent);
+            w.extend(access::file_warnings(spec, &p.req, agent, &p.config));
+            w
+        })
         .unwrap_or_default();
     apply(&mut pod, &p.plan, &p.config, settings, &p.req)?;
     Ok(Outcome::Injected(Box::new(Injection {
@@ -243,41 +253,6 @@ fn inject(mut pod: Pod, p: Prepared, settings: &Settings) -> Result<Outcome, Den
         mode: p.plan.mode,
         warnings,
     })))
-}
-
-/// A signal only reaches processes of the agent's own user (restricted Pods cannot grant
-/// CAP_KILL), so warn about app containers that may run as someone else.
-fn signal_warnings(spec: &PodSpec, plan: &Plan, req: &PodRequest) -> Vec<String> {
-    if !req.signals() {
-        return Vec::new();
-    }
-    let pod_uid = spec.security_context.as_ref().and_then(|c| c.run_as_user);
-    let targeted = |name: &str| {
-        req.containers
-            .as_ref()
-            .is_none_or(|names| names.iter().any(|n| n == name))
-    };
-    spec.containers
-        .iter()
-        .filter(|c| targeted(&c.name))
-        .filter_map(|c| {
-            let uid = c
-                .security_context
-                .as_ref()
-                .and_then(|sc| sc.run_as_user)
-                .or(pod_uid);
-            let runs_as = match uid {
-                Some(u) if u == plan.uid => return None,
-                Some(u) => format!("runs as user {u}"),
-                None => "runs as its image's user".to_owned(),
-            };
-            Some(format!(
-                "{PREFIX}notify: container {:?} {runs_as} but the agent runs as user {}, so a signal \
-                 cannot reach it; set spec.securityContext.runAsUser to the app's user",
-                c.name, plan.uid
-            ))
-        })
-        .collect()
 }
 
 fn label_opt_in(pod: &Pod) -> bool {
@@ -495,8 +470,12 @@ struct Plan {
     auth: AuthMethod,
     secrets_dir: String,
     position: InitPosition,
-    uid: i64,
-    gid: i64,
+    /// The agent's user and group as far as the Pod spec decides them (`None`: assigned by
+    /// the platform or the image).
+    uid: Option<i64>,
+    gid: Option<i64>,
+    /// Whether the agent containers get an explicit runAsUser/runAsGroup.
+    set_ids: bool,
     fs_group: Option<i64>,
     job: bool,
     share_process_namespace: bool,
@@ -512,11 +491,18 @@ impl Plan {
             (Mode::Sidecar, None) => InjectMode::Classic,
         };
         let psc = spec.security_context.as_ref();
-        let uid = psc
-            .and_then(|c| c.run_as_user)
-            .filter(|u| *u != 0)
-            .unwrap_or(DEFAULT_AGENT_ID);
-        let gid = psc.and_then(|c| c.run_as_group).unwrap_or(DEFAULT_AGENT_ID);
+        let pod_uid = psc.and_then(|c| c.run_as_user).filter(|u| *u != 0);
+        let pod_gid = psc.and_then(|c| c.run_as_group);
+        let set_ids = req.set_run_as_ids.unwrap_or(s.agent.set_run_as_ids);
+        // Unset, the agent inherits the Pod's ids or gets the platform's (OpenShift).
+        let (uid, gid) = if set_ids {
+            (
+                Some(pod_uid.unwrap_or(DEFAULT_AGENT_ID)),
+                Some(pod_gid.unwrap_or(DEFAULT_AGENT_ID)),
+            )
+        } else {
+            (pod_uid, pod_gid)
+        };
         let fs_group = psc.and_then(|c| c.fs_group);
         let classic_job = job && mode == InjectMode::Classic;
         Ok(Self {
@@ -529,6 +515,7 @@ impl Plan {
             position: req.init_position.unwrap_or(s.agent.init_position),
             uid,
             gid,
+            set_ids,
             fs_group,
             job,
             share_process_namespace: req.signals() || classic_job,
@@ -964,8 +951,8 @@ fn resources(req: &PodRequest, s: &Settings) -> ResourceRequirements {
 fn security_context(plan: &Plan) -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),
-        run_as_user: Some(plan.uid),
-        run_as_group: Some(plan.gid),
+        run_as_user: plan.uid.filter(|_| plan.set_ids),
+        run_as_group: plan.gid.filter(|_| plan.set_ids),
         read_only_root_filesystem: Some(true),
         allow_privilege_escalation: Some(false),
         privileged: Some(false),

@@ -89,6 +89,11 @@ pub struct AgentArgs {
     /// Inject sidecars as native sidecars (init container with restartPolicy Always).
     #[arg(long, env = "VAULTLET_NATIVE_SIDECARS", default_value_t = true, action = clap::ArgAction::Set)]
     pub native_sidecars: bool,
+    /// Give the agent containers an explicit runAsUser/runAsGroup (the Pod's, else 65532).
+    /// false: leave them unset so the platform assigns them (OpenShift's restricted SCC);
+    /// files are then shared through the Pod's fsGroup (annotation vaultlet.io/set-run-as-ids).
+    #[arg(long, env = "VAULTLET_SET_RUN_AS_IDS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub set_run_as_ids: bool,
     /// Default place of the agent among existing init containers: first or last.
     #[arg(long, env = "VAULTLET_INIT_POSITION", default_value = "first")]
     pub init_position: InitPosition,

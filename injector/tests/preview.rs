@@ -222,3 +222,24 @@ fn denial_matches_the_webhook_message() {
     );
     assert!(stdout(&ok).contains("elsewhere.example"));
 }
+
+#[test]
+fn the_openshift_sample_leaves_ids_to_the_platform() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../samples/openshift/deployment.yaml"
+    );
+    let out = preview(&["-f", path], "");
+    assert_eq!(stderr_of(&out), "", "no warning, no note");
+    let mutated: serde_json::Value =
+        serde_saphyr::from_str(&stdout(&out)).expect("preview is YAML");
+    let spec = &mutated["spec"]["template"]["spec"];
+    let agent = &spec["initContainers"][0];
+    assert_eq!(agent["name"], "vaultlet-agent");
+    let sc = &agent["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true, "{sc}");
+    assert!(
+        sc.get("runAsUser").is_none() && sc.get("runAsGroup").is_none(),
+        "{sc}"
+    );
+}

@@ -216,6 +216,12 @@ pub const KNOWN: &[Known] = &[
         "signal:SIGHUP:nginx",
     ),
     pod(
+        "set-run-as-ids",
+        "`--set-run-as-ids` (true)",
+        "`true`: the agent containers get `runAsUser`/`runAsGroup` (the Pod's, else 65532). `false`: left unset so the platform assigns them (OpenShift's restricted SCC); the app then reads the files through the Pod's `fsGroup`.",
+        "false",
+    ),
+    pod(
         "group",
         "the pod's `fsGroup`, when set",
         "Numeric group id that owns the secret files.",
@@ -290,7 +296,15 @@ pub fn reference_markdown() -> String {
          `shareProcessNamespace: true` on the pod. So does classic mode in a Job's pod, where the \
          agent exits once the app processes are gone.\n\
          - The agent runs as the pod's `runAsUser`/`runAsGroup` when set (else 65532), so files \
-         and signals work for the app's user.\n\
+         and signals work for the app's user. It writes the files with the group \
+         `vaultlet.io/group` or the pod's `fsGroup` (else its own) and mode \
+         `vaultlet.io/perms-<name>`; when an app container with its own `runAsUser` could not \
+         read them, or not receive a signal, the webhook admits the pod with a warning naming \
+         the container, its user and the file mode.\n\
+         - OpenShift-style clusters assign users and groups themselves: with \
+         `vaultlet.io/set-run-as-ids: \"false\"` (or `--set-run-as-ids=false`) the agent \
+         containers get no `runAsUser`/`runAsGroup`, run as the user the platform gives the \
+         pod, and share the files through its `fsGroup` (see `samples/openshift`).\n\
          - Multi-line values (`template-<name>`, `params-<name>`, `notify`) use a YAML block \
          scalar (`|`).\n",
     );
