@@ -230,6 +230,12 @@ def check_promises(docs: list[dict[str, Any]], values: dict[str, Any], fails: Fa
     c(all(k in container for k in ("startupProbe", "livenessProbe", "readinessProbe")), "startup, liveness and readiness probes")
     c(all(p["httpGet"]["port"] == "admin" for p in (container["startupProbe"], container["livenessProbe"], container["readinessProbe"])), "probes use the admin port")
     c("resources" in container and "requests" in container["resources"], "resource requests set")
+    iv = values["injector"]
+    stop_s = duration_s(iv["drainDelay"]) + duration_s(iv["shutdownGrace"])
+    c(
+        pod.get("terminationGracePeriodSeconds", 30) >= stop_s,
+        f"terminationGracePeriodSeconds covers drainDelay + shutdownGrace ({stop_s:g}s)",
+    )
     c(pod.get("priorityClassName", "") == values.get("priorityClassName", ""), "priorityClassName follows the values")
     c(pod.get("automountServiceAccountToken") is False, "no API token mounted (the injector makes no API call)")
     c(not by_kind(docs, "Role") and not by_kind(docs, "ClusterRole"), "no RBAC objects")
@@ -285,6 +291,12 @@ def check_promises(docs: list[dict[str, Any]], values: dict[str, Any], fails: Fa
         labels = d["metadata"].get("labels") or {}
         if not {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"} <= labels.keys():
             fails.add(where, f"{d['kind']}/{d['metadata']['name']} lacks app.kubernetes.io labels")
+
+
+def duration_s(text: str) -> float:
+    """Seconds in a vaultlet duration such as 10s, 500ms or 1h30m."""
+    unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(int(n) * unit[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h)", str(text)))
 
 
 def verify_chain(data: dict[str, str], service: str) -> bool:
@@ -435,6 +447,11 @@ def check_injector_serves(docs: list[dict[str, Any]], values: dict[str, Any], fa
             c(agent_image != "" and agent_image in patch, f"the patch injects the configured agent image {agent_image}")
         finally:
             proc.terminate()
+            try:
+                # The first SIGTERM starts the drain delay; a second one exits at once.
+                proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -69,8 +69,19 @@ pub struct Reviewed {
     pub body: Vec<u8>,
     /// What was decided.
     pub verdict: Verdict,
-    /// `namespace/name` (or generateName) of the object, for logs.
-    pub object: String,
+    /// The request's uid, namespace and object name, for logs.
+    pub about: About,
+}
+
+/// Which request a review answered, for logs: every line about a review carries these.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct About {
+    /// AdmissionReview request uid.
+    pub uid: String,
+    /// Namespace of the object.
+    pub namespace: String,
+    /// Name of the object, or its generateName followed by `*`.
+    pub name: String,
 }
 
 /// Reviews one request body.
@@ -79,12 +90,12 @@ pub fn review(body: &[u8], settings: &Settings) -> Result<Reviewed, ReviewError>
         return Err(ReviewError::TooLarge);
     }
     // Fast path: the webhook is registered for Pods, so decode straight into the typed Pod.
-    let (response, verdict, object) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+    let (response, verdict, about) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
         Ok(review) => {
             let req = request(review)?;
-            let object = describe(&req);
+            let about = describe(&req);
             let (response, verdict) = decide_pod(req, settings);
-            (response, verdict, object)
+            (response, verdict, about)
         }
         Err(typed_error) => {
             let review: AdmissionReview<DynamicObject> =
@@ -110,7 +121,7 @@ pub fn review(body: &[u8], settings: &Settings) -> Result<Reviewed, ReviewError>
     Ok(Reviewed {
         body,
         verdict,
-        object,
+        about,
     })
 }
 
@@ -166,8 +177,8 @@ fn encode(response: AdmissionResponse) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(&wire)
 }
 
-fn describe<T: Resource>(req: &AdmissionRequest<T>) -> String {
-    let ns = req.namespace.as_deref().unwrap_or("");
+fn describe<T: Resource>(req: &AdmissionRequest<T>) -> About {
+    let namespace = req.namespace.clone().unwrap_or_default();
     let name = if req.name.is_empty() {
         req.object
             .as_ref()
@@ -177,7 +188,11 @@ fn describe<T: Resource>(req: &AdmissionRequest<T>) -> String {
     } else {
         req.name.clone()
     };
-    format!("{ns}/{name}")
+    About {
+        uid: req.uid.clone(),
+        namespace,
+        name,
+    }
 }
 
 fn is_pod_create<T: Resource>(req: &AdmissionRequest<T>) -> bool {
@@ -270,7 +285,14 @@ mod tests {
         )
         .expect("ok");
         assert_eq!(r.verdict, Verdict::Injected(InjectMode::NativeSidecar));
-        assert_eq!(r.object, "default/web-*");
+        assert_eq!(
+            r.about,
+            About {
+                uid: "7f0b2c3e-0000-4000-8000-000000000001".into(),
+                namespace: "default".into(),
+                name: "web-*".into()
+            }
+        );
         let resp = response(&r);
         assert_eq!(resp["allowed"], true);
         assert_eq!(resp["patchType"], "JSONPatch");

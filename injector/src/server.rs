@@ -1,4 +1,8 @@
 //! HTTPS webhook and plain-HTTP admin listener: routing, body limits, graceful shutdown.
+//!
+//! Shutdown: the first SIGTERM/SIGINT turns `/readyz` false while both listeners keep
+//! accepting for `--drain-delay`; then the listeners close and in-flight reviews get
+//! `--shutdown-grace`. A second signal at any point exits at once, non-zero.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -83,13 +87,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.tls.tls_cert_file.clone(),
         args.tls.tls_key_file.clone(),
     ));
-    match certs.reload() {
-        Ok(_) => metrics.cert_reload(true),
-        Err(e) => {
-            metrics.cert_reload(false);
-            tracing::warn!(error = %e, "no serving certificate yet; not ready until it loads");
-        }
+    // Fail fast: a webhook that starts without a certificate would refuse every Pod.
+    if let Err(e) = certs.reload() {
+        anyhow::bail!("no serving certificate at start: {e}");
     }
+    metrics.cert_reload(true);
     let app = Arc::new(App {
         settings: args.settings,
         metrics: metrics.clone(),
@@ -106,29 +108,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin = %admin.as_ref().and_then(|l| l.local_addr().ok()).map_or("off".to_owned(), |a| a.to_string()),
         "listening"
     );
+    let mut signals = Signals::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(tls::watch(certs, metrics, stop_rx));
     let graceful = GracefulShutdown::new();
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
-    loop {
+    let listeners = Listeners {
+        webhook: &listener,
+        admin: admin.as_ref(),
+    };
+
+    let first = listeners.serve_until(&app, &graceful, signals.next()).await;
+    // Unready at once, but keep answering: the API server keeps sending reviews to this
+    // endpoint until it learns that the endpoint is gone.
+    app.draining.store(true, Ordering::Relaxed);
+    let delay = args.server.drain_delay;
+    tracing::info!(signal = first, drain_delay = %delay, "draining: unready, still answering new reviews for the drain delay");
+    let until = async {
         tokio::select! {
-            () = &mut signal => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => spawn_tls(&app, stream, &graceful),
-                Err(e) => tracing::warn!(error = %e, "accept failed"),
-            },
-            accepted = accept_opt(admin.as_ref()) => match accepted {
-                Ok((stream, _)) => spawn_plain(&app, stream, &graceful),
-                Err(e) => tracing::warn!(error = %e, "admin accept failed"),
-            },
+            () = tokio::time::sleep(delay.0) => None,
+            second = signals.next() => Some(second),
         }
+    };
+    if let Some(second) = listeners.serve_until(&app, &graceful, until).await {
+        return aborted(second, &graceful);
     }
     tracing::info!(
         connections = graceful.count(),
-        "shutting down: finishing in-flight reviews"
+        "drain delay over: no new connections; finishing in-flight reviews"
     );
-    app.draining.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     drop(listener);
     drop(admin);
@@ -137,8 +144,94 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         () = tokio::time::sleep(args.server.shutdown_grace.0) => {
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
+        second = signals.next() => {
+            // `graceful` was consumed by shutdown(); nothing is counted any more.
+            tracing::warn!(signal = second, "second signal: exiting without waiting for in-flight reviews");
+            anyhow::bail!("stopped by a second {second} before in-flight reviews finished");
+        }
     }
     Ok(())
+}
+
+fn aborted(signal: &str, graceful: &GracefulShutdown) -> anyhow::Result<()> {
+    tracing::warn!(
+        signal,
+        connections = graceful.count(),
+        "second signal: exiting at once"
+    );
+    anyhow::bail!("stopped by a second {signal} during the drain delay")
+}
+
+/// The webhook listener and the optional admin listener.
+struct Listeners<'a> {
+    webhook: &'a TcpListener,
+    admin: Option<&'a TcpListener>,
+}
+
+impl Listeners<'_> {
+    /// Accepts and serves connections until `stop` completes; returns its output.
+    async fn serve_until<T>(
+        &self,
+        app: &Arc<App>,
+        graceful: &GracefulShutdown,
+        stop: impl std::future::Future<Output = T>,
+    ) -> T {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                out = &mut stop => return out,
+                accepted = self.webhook.accept() => match accepted {
+                    Ok((stream, _)) => spawn_tls(app, stream, graceful),
+                    Err(e) => tracing::warn!(error = %e, "accept failed"),
+                },
+                accepted = accept_opt(self.admin) => match accepted {
+                    Ok((stream, _)) => spawn_plain(app, stream, graceful),
+                    Err(e) => tracing::warn!(error = %e, "admin accept failed"),
+                },
+            }
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, registered once so that a second signal is caught too.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let register = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for {name}");
+                None
+            }
+        };
+        Self {
+            term: register(SignalKind::terminate(), "SIGTERM"),
+            int: register(SignalKind::interrupt(), "SIGINT"),
+        }
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    if s.recv().await.is_none() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = recv(&mut self.term) => "SIGTERM",
+            () = recv(&mut self.int) => "SIGINT",
+        }
+    }
 }
 
 async fn bind_admin(addr: &str) -> anyhow::Result<Option<TcpListener>> {
@@ -158,22 +251,6 @@ async fn accept_opt(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, Sock
     match l {
         Some(l) => l.accept().await,
         None => std::future::pending().await,
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }
 
@@ -291,8 +368,8 @@ async fn mutate(app: &App, req: Request<Incoming>) -> Response<Body> {
             return text(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
-                    "the request body did not arrive within {:?}\n",
-                    app.read_timeout
+                    "the request body did not arrive within {} (--read-timeout)\n",
+                    vaultlet_agent::config::format_duration(app.read_timeout)
                 ),
             );
         }
@@ -306,10 +383,24 @@ async fn mutate(app: &App, req: Request<Incoming>) -> Response<Body> {
     };
     match review::review(&body, &app.settings) {
         Ok(reviewed) => {
-            if let Verdict::Denied { reason, message } = &reviewed.verdict {
-                tracing::info!(object = %reviewed.object, reason, "denied: {message}");
-            } else {
-                tracing::debug!(object = %reviewed.object, outcome = reviewed.verdict.outcome(), "reviewed");
+            let a = &reviewed.about;
+            match &reviewed.verdict {
+                Verdict::Denied { reason, message } => tracing::info!(
+                    uid = %a.uid, namespace = %a.namespace, pod = %a.name,
+                    outcome = "denied", reason, message = %message, "review"
+                ),
+                Verdict::Injected(mode) => tracing::info!(
+                    uid = %a.uid, namespace = %a.namespace, pod = %a.name,
+                    outcome = "injected", mode = mode.as_str(), "review"
+                ),
+                Verdict::Skipped(skip) => tracing::info!(
+                    uid = %a.uid, namespace = %a.namespace, pod = %a.name,
+                    outcome = "skipped", why = skip.explain(), "review"
+                ),
+                Verdict::Ignored => tracing::debug!(
+                    uid = %a.uid, namespace = %a.namespace, pod = %a.name,
+                    outcome = "ignored", "review"
+                ),
             }
             app.metrics
                 .review(&reviewed.verdict, start.elapsed().as_secs_f64());

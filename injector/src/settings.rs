@@ -31,7 +31,11 @@ pub struct ServerArgs {
     /// Plain-HTTP admin address serving /healthz, /readyz and /metrics ("off" to disable).
     #[arg(long, env = "VAULTLET_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
     pub admin_addr: String,
-    /// How long in-flight reviews may take to finish after SIGTERM.
+    /// After SIGTERM, how long the server stays unready but keeps accepting and answering
+    /// reviews, so the API server learns of the endpoint change before connections are refused.
+    #[arg(long, env = "VAULTLET_DRAIN_DELAY", default_value = "10s")]
+    pub drain_delay: HumanDuration,
+    /// After the drain delay, how long in-flight reviews may take to finish.
     #[arg(long, env = "VAULTLET_SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: HumanDuration,
     /// A client must send its HTTP/1 headers, and any request body, within this.

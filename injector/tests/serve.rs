@@ -120,6 +120,21 @@ impl Server {
         server
     }
 
+    /// Waits for a log line containing every one of `parts`; returns it.
+    fn log_line(&self, parts: &[&str], within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                ._logs
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no log line with {parts:?} within {within:?}"));
+            if parts.iter().all(|p| line.contains(p)) {
+                return line;
+            }
+        }
+    }
+
     fn signal_term(&self) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill -TERM");
@@ -417,6 +432,16 @@ async fn reviews_over_h2_and_http1() {
         let (status, body) = send(&ca, server.webhook, alpn, "/mutate", review_body(&object)).await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         check_injected(&object, &body);
+        // Every review is logged with its uid, namespace and Pod name.
+        server.log_line(
+            &[
+                "uid=3b1f9c4e-1111-4222-8333-444455556666",
+                "namespace=shop",
+                "pod=web-*",
+                "outcome=\"injected\"",
+            ],
+            Duration::from_secs(5),
+        );
     }
 
     // Denied, with the annotation named in the message.
@@ -434,6 +459,16 @@ async fn reviews_over_h2_and_http1() {
         msg.contains("vaultlet.io/vault-addr") && msg.contains("attacker.example"),
         "{msg}"
     );
+    let line = server.log_line(
+        &[
+            "uid=3b1f9c4e",
+            "namespace=shop",
+            "pod=web-*",
+            "outcome=\"denied\"",
+        ],
+        Duration::from_secs(5),
+    );
+    assert!(line.contains("vaultlet.io/vault-addr"), "{line}");
 
     // Garbage -> 400; more than 3 MiB -> 413, over both protocols.
     for alpn in [&b"h2"[..], b"http/1.1"] {
@@ -523,7 +558,7 @@ async fn certificate_rotation_is_served_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_reviews_and_exits_zero() {
-    let (ca, _dir, mut server) = start_signed(&[]);
+    let (ca, _dir, mut server) = start_signed(&["--drain-delay", "0s"]);
 
     // Start a review whose body is still being sent, then SIGTERM.
     let tls = tls_connect(&ca, server.webhook, b"h2").await;
@@ -582,6 +617,106 @@ async fn sigterm_finishes_in_flight_reviews_and_exits_zero() {
 
     let status = server.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigterm_new_reviews_are_answered_for_the_drain_delay() {
+    let delay = Duration::from_secs(3);
+    let (ca, _dir, mut server) = start_signed(&["--drain-delay", "3s"]);
+    wait_ready(&server).await;
+    server.signal_term();
+    let signalled = Instant::now();
+    let admin = server.admin;
+    // Unready at once, and the admin port still answers to say so.
+    wait_for("unready", Duration::from_secs(2), async || {
+        try_plain_get(admin, "/readyz").await == Some(503)
+    })
+    .await;
+    // Connections opened after SIGTERM, within the delay, are answered, over both protocols.
+    let object = pod();
+    let mut answered = 0;
+    while signalled.elapsed() + Duration::from_millis(800) < delay {
+        for alpn in [&b"h2"[..], b"http/1.1"] {
+            let (status, body) =
+                send(&ca, server.webhook, alpn, "/mutate", review_body(&object)).await;
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            check_injected(&object, &body);
+            answered += 1;
+        }
+        assert_eq!(
+            try_plain_get(admin, "/readyz").await,
+            Some(503),
+            "ready while draining"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        answered >= 4,
+        "only {answered} reviews answered during the delay"
+    );
+    assert!(
+        server.child.try_wait().expect("try_wait").is_none(),
+        "exited before the drain delay was over"
+    );
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    assert!(
+        signalled.elapsed() >= delay,
+        "exited {:?} after SIGTERM, before the {delay:?} drain delay",
+        signalled.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    for second in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        let (_ca, _dir, mut server) = start_signed(&["--drain-delay", "60s"]);
+        wait_ready(&server).await;
+        server.signal_term();
+        let admin = server.admin;
+        wait_for("unready", Duration::from_secs(2), async || {
+            try_plain_get(admin, "/readyz").await == Some(503)
+        })
+        .await;
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(server.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, second).expect("second signal");
+        let status = server.wait_exit(Duration::from_secs(2));
+        assert_ne!(status.code(), Some(0), "{second}: {status:?}");
+    }
+}
+
+#[test]
+fn serve_without_readable_tls_files_fails_fast() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_vaultlet-injector"))
+        .args([
+            "serve",
+            "--listen-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "off",
+        ])
+        .arg("--tls-cert-file")
+        .arg(dir.path().join("tls.crt"))
+        .arg("--tls-key-file")
+        .arg(dir.path().join("tls.key"))
+        .output()
+        .expect("run serve");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let crt = dir.path().join("tls.crt");
+    assert!(
+        stderr.contains(&format!(
+            "error: no serving certificate at start: cannot read {}",
+            crt.display()
+        )) && stderr.contains("--tls-cert-file"),
+        "{stderr}"
+    );
 }
 
 /// CPU time (user + system) of a process, from `/proc/<pid>/stat`, in clock ticks (1/100 s).
