@@ -11,8 +11,9 @@ say() { printf '==> %s\n' "$*"; }
 # shellcheck source=scripts/tools.sh
 source scripts/tools.sh
 
-say "building vaultlet-injector, vaultlet-agent and the demo runner (first build takes a few minutes)"
-cargo build -q -p vaultlet-injector -p vaultlet-agent -p vaultlet-e2e
+say "building vaultlet-injector, vaultlet-agent and the demo runner (a first build takes a few minutes; cargo shows its progress)"
+# Not -q: on a first build the user sees crates compiling instead of a silent wait.
+cargo build --locked -p vaultlet-injector -p vaultlet-agent -p vaultlet-e2e
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/vaultlet-demo.XXXXXX")"
 demo_pid=""

@@ -243,3 +243,37 @@ fn the_openshift_sample_leaves_ids_to_the_platform() {
         "{sc}"
     );
 }
+
+#[test]
+fn the_readme_preview_examples_run_the_built_binary() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README.md");
+    // `cargo run -p` resolves features for one package and rebuilds after scripts/test.sh.
+    assert!(
+        !readme.lines().any(|l| l.starts_with("cargo run")),
+        "README.md shows `cargo run`; point at target/debug/vaultlet-injector instead"
+    );
+    let examples: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("target/debug/vaultlet-injector preview "))
+        .collect();
+    assert!(examples.len() >= 2, "{examples:?}");
+    for example in examples {
+        let args: Vec<String> = example
+            .split('#')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|a| {
+                if a.starts_with("samples/") {
+                    format!("{root}/{a}")
+                } else {
+                    a.to_owned()
+                }
+            })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = preview(&args, "");
+        assert!(stdout(&out).contains("vaultlet"), "{example}");
+    }
+}
