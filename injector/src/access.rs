@@ -146,26 +146,25 @@ pub fn file_warnings(
             if app.uid.is_none_or(|u| u == 0) && !agent.platform {
                 return None;
             }
-            let unreadable: Vec<String> = config
+            let unreadable: Vec<_> = config
                 .secrets
                 .iter()
-                .filter_map(|s| {
-                    let gid = s.group.map(i64::from).or(agent.gid);
-                    (!can_read(&app, agent, gid, s.mode)).then(|| {
-                        format!(
-                            "{} (mode {:04o}, owner {}, group {})",
-                            s.file,
-                            s.mode,
-                            describe_id(agent.uid, "user"),
-                            describe_id(gid, "group"),
-                        )
-                    })
+                .map(|s| (s, s.group.map(i64::from).or(agent.gid)))
+                .filter(|(s, gid)| !can_read(&app, agent, *gid, s.mode))
+                .collect();
+            let first = unreadable.first()?.0;
+            let files: Vec<String> = unreadable
+                .iter()
+                .map(|(s, gid)| {
+                    format!(
+                        "{} (mode {:04o}, owner {}, group {})",
+                        s.file,
+                        s.mode,
+                        describe_id(agent.uid, "user"),
+                        describe_id(*gid, "group"),
+                    )
                 })
                 .collect();
-            let first = config.secrets.iter().find(|s| {
-                let gid = s.group.map(i64::from).or(agent.gid);
-                !can_read(&app, agent, gid, s.mode)
-            })?;
             Some(format!(
                 "{PREFIX}perms-{}: container {:?} runs as {} and cannot read {}; set \
                  spec.securityContext.fsGroup (the files' group) or {PREFIX}group to a group of the \
@@ -173,7 +172,7 @@ pub fn file_warnings(
                 first.name,
                 c.name,
                 app.describe(),
-                unreadable.join(", "),
+                files.join(", "),
                 first.name
             ))
         })

@@ -1,0 +1,186 @@
+//! The containers and volumes an injection adds: the agent container (with its restricted
+//! security context and resources) and the Pod volumes it needs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, ExecAction,
+    Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use vaultlet_agent::config::{DEFAULT_SA_TOKEN_PATH, DEFAULT_STATE_DIR};
+
+use super::{
+    AGENT_BINARY, APPROLE_DIR, APPROLE_VOLUME, CA_DIR, CA_VOLUME, Plan, SA_TOKEN_VOLUME,
+    SECRETS_VOLUME, STATE_VOLUME, STATE_VOLUME_SIZE,
+};
+use crate::annotations::{AuthMethod, PodRequest};
+use crate::settings::Settings;
+
+pub(super) fn startup_probe(deadline: Duration) -> Probe {
+    let secs = i32::try_from(deadline.as_secs().max(1)).unwrap_or(i32::MAX);
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(vec![AGENT_BINARY.to_owned(), "probe".to_owned()]),
+        }),
+        period_seconds: Some(1),
+        failure_threshold: Some(secs),
+        ..Probe::default()
+    }
+}
+
+pub(super) fn agent_container(
+    name: &str,
+    command: &str,
+    env: Vec<EnvVar>,
+    plan: &Plan,
+    s: &Settings,
+    req: &PodRequest,
+) -> Container {
+    let mut mounts = vec![
+        mount(SECRETS_VOLUME, &plan.secrets_dir, false),
+        mount(STATE_VOLUME, DEFAULT_STATE_DIR, false),
+    ];
+    match plan.auth {
+        AuthMethod::Kubernetes => {
+            let dir = DEFAULT_SA_TOKEN_PATH.trim_end_matches("/token");
+            mounts.push(mount(SA_TOKEN_VOLUME, dir, true));
+        }
+        AuthMethod::Approle => mounts.push(mount(APPROLE_VOLUME, APPROLE_DIR, true)),
+    }
+    if s.vault.vault_ca_configmap.is_some() {
+        mounts.push(mount(CA_VOLUME, CA_DIR, true));
+    }
+    Container {
+        name: name.to_owned(),
+        image: Some(s.agent.agent_image.clone()),
+        image_pull_policy: Some(s.agent.agent_image_pull_policy.clone()),
+        command: Some(vec![AGENT_BINARY.to_owned()]),
+        args: Some(vec![command.to_owned()]),
+        env: Some(env),
+        volume_mounts: Some(mounts),
+        resources: Some(resources(req, s)),
+        security_context: Some(security_context(plan)),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    }
+}
+
+fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: volume.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn resources(req: &PodRequest, s: &Settings) -> ResourceRequirements {
+    let r = &s.resources;
+    let pick = |a: &Option<String>, b: Option<&String>| a.clone().or_else(|| b.cloned());
+    let pairs = |cpu: Option<String>, memory: Option<String>| {
+        let map: BTreeMap<String, Quantity> = [("cpu", cpu), ("memory", memory)]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), Quantity(v))))
+            .collect();
+        (!map.is_empty()).then_some(map)
+    };
+    ResourceRequirements {
+        requests: pairs(
+            pick(&req.cpu_request, Some(&r.cpu_request)),
+            pick(&req.memory_request, Some(&r.memory_request)),
+        ),
+        limits: pairs(
+            pick(&req.cpu_limit, r.cpu_limit.as_ref()),
+            pick(&req.memory_limit, r.memory_limit.as_ref()),
+        ),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn security_context(plan: &Plan) -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: plan.uid.filter(|_| plan.set_ids),
+        run_as_group: plan.gid.filter(|_| plan.set_ids),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+fn memory_dir(size: &str) -> EmptyDirVolumeSource {
+    EmptyDirVolumeSource {
+        medium: Some("Memory".to_owned()),
+        size_limit: Some(Quantity(size.to_owned())),
+    }
+}
+
+pub(super) fn volumes(plan: &Plan, s: &Settings, req: &PodRequest) -> Vec<Volume> {
+    let size = req
+        .secrets_volume_size
+        .clone()
+        .unwrap_or_else(|| s.agent.secrets_volume_size.clone());
+    let mut out = vec![
+        Volume {
+            name: SECRETS_VOLUME.to_owned(),
+            empty_dir: Some(memory_dir(&size)),
+            ..Volume::default()
+        },
+        Volume {
+            name: STATE_VOLUME.to_owned(),
+            empty_dir: Some(memory_dir(STATE_VOLUME_SIZE)),
+            ..Volume::default()
+        },
+    ];
+    match plan.auth {
+        AuthMethod::Kubernetes => out.push(Volume {
+            name: SA_TOKEN_VOLUME.to_owned(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: Some(s.vault.sa_token_audience.clone()),
+                        expiration_seconds: Some(
+                            i64::try_from(s.vault.sa_token_expiration.0.as_secs())
+                                .unwrap_or(i64::MAX),
+                        ),
+                        path: "token".to_owned(),
+                    }),
+                    ..VolumeProjection::default()
+                }]),
+                default_mode: None,
+            }),
+            ..Volume::default()
+        }),
+        AuthMethod::Approle => out.push(Volume {
+            name: APPROLE_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: req.approle_secret.clone(),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        }),
+    }
+    if let Some(cm) = &s.vault.vault_ca_configmap {
+        out.push(Volume {
+            name: CA_VOLUME.to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: cm.clone(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    out
+}
