@@ -282,7 +282,7 @@ pub fn reference_markdown() -> String {
          Opt in with the **label** `vaultlet.io/inject: \"true\"`. Every other `vaultlet.io/*` key \
          is an annotation on the Pod (or the pod template of a workload). The webhook validates \
          them all at admission: an unknown key or a bad value denies the Pod with a message naming \
-         the annotation and the value.\n\n\
+         the annotation and the value (for an unknown key, also the nearest known one).\n\n\
          `<name>` is a secret name: 1-63 lowercase letters, digits or `-`. Defaults in backticks \
          are the injector's settings (flag names; see `vaultlet-injector serve --help`).\n\n\
          ## Pod-wide\n\n",
