@@ -68,6 +68,10 @@ struct RunArgs {
     /// Seconds of each fixed-rate round.
     #[arg(long, default_value_t = 5)]
     rate_duration: u64,
+    /// The injector's --log-level: `info` logs one line per review;
+    /// `info,vaultlet_injector::review=warn` leaves those out.
+    #[arg(long, default_value = "info")]
+    injector_log_level: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -492,7 +496,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "--admin-addr",
             "off",
             "--log-level",
-            "info",
+            &args.injector_log_level,
         ])
         .arg("--tls-cert-file")
         .arg(&pki.cert)

@@ -28,6 +28,10 @@ use crate::review::{self, MAX_BODY, Verdict};
 use crate::settings::{LogArgs, Settings};
 use crate::tls::{self, CertStore};
 
+/// Log target of the one line per review (`--log-level info,vaultlet_injector::review=warn`
+/// drops those lines and keeps the rest).
+pub const REVIEW_LOG: &str = "vaultlet_injector::review";
+
 /// A TLS handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -386,18 +390,22 @@ async fn mutate(app: &App, req: Request<Incoming>) -> Response<Body> {
             let a = &reviewed.about;
             match &reviewed.verdict {
                 Verdict::Denied { reason, message } => tracing::info!(
+                    target: REVIEW_LOG,
                     uid = %a.uid, namespace = %a.namespace, pod = %a.name,
                     outcome = "denied", reason, message = %message, "review"
                 ),
                 Verdict::Injected(mode) => tracing::info!(
+                    target: REVIEW_LOG,
                     uid = %a.uid, namespace = %a.namespace, pod = %a.name,
                     outcome = "injected", mode = mode.as_str(), "review"
                 ),
                 Verdict::Skipped(skip) => tracing::info!(
+                    target: REVIEW_LOG,
                     uid = %a.uid, namespace = %a.namespace, pod = %a.name,
                     outcome = "skipped", why = skip.explain(), "review"
                 ),
                 Verdict::Ignored => tracing::debug!(
+                    target: REVIEW_LOG,
                     uid = %a.uid, namespace = %a.namespace, pod = %a.name,
                     outcome = "ignored", "review"
                 ),
