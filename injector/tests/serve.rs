@@ -226,3 +226,33 @@ async fn slow_clients_are_cut_off() {
     let (status, body) = send(&ca, server.webhook, b"h2", "/mutate", review_body(&pod())).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_line_per_review_can_be_filtered_out() {
+    let (ca, _dir, server) = start_signed(&[
+        "--log-level",
+        "info,vaultlet_injector::review=warn",
+        "--drain-delay",
+        "0s",
+    ]);
+    wait_ready(&server).await;
+    let (status, _) = send(&ca, server.webhook, b"h2", "/mutate", review_body(&pod())).await;
+    assert_eq!(status, 200);
+    server.signal_term();
+    // One stderr stream, in order: by the drain line, a review line would have come.
+    let mut before = Vec::new();
+    loop {
+        let line = server
+            ._logs
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the drain is logged");
+        if line.contains("draining") {
+            break;
+        }
+        before.push(line);
+    }
+    assert!(
+        before.iter().all(|l| !l.contains("outcome=")),
+        "{before:#?}"
+    );
+}

@@ -76,7 +76,12 @@ impl Server {
             .arg(cert)
             .arg("--tls-key-file")
             .arg(key)
-            .args(["--log-level", "info", "--shutdown-grace", "10s"])
+            .args(["--shutdown-grace", "10s"])
+            .args(
+                ["--log-level", "info"]
+                    .iter()
+                    .filter(|_| !extra.contains(&"--log-level")),
+            )
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
