@@ -135,7 +135,7 @@ impl Skip {
     pub fn explain(self) -> &'static str {
         match self {
             Self::NotOptedIn => {
-                "it has no label vaultlet.io/inject: \"true\" (only labelled Pods are injected)"
+                "the Pod (or pod template) has no label vaultlet.io/inject: \"true\"; only labelled Pods are injected"
             }
             Self::AnnotationOnly => {
                 "vaultlet.io/inject is an annotation, not a label; the webhook only sees Pods \

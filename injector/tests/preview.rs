@@ -163,7 +163,7 @@ fn unchanged_pods_say_why_and_empty_input_says_so() {
         (
             "no label",
             no_label.as_str(),
-            "it has no label vaultlet.io/inject: \"true\" (only labelled Pods are injected)",
+            "the Pod (or pod template) has no label vaultlet.io/inject: \"true\"; only labelled Pods are injected",
         ),
         (
             "already injected",
