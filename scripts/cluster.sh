@@ -507,10 +507,11 @@ injector_start() {
   fi
   if ! alive injector; then
     say "starting vaultlet-injector serve on 127.0.0.1:$injector_port (admin 127.0.0.1:$injector_admin_port)"
-    # Pods on the node may choose the tests' Vault address for Pods (tests/tests/node.rs).
+    # Pods on the node may choose the tests' Vault address for Pods (tests/tests/node.rs); no
+    # endpoints to leave, so no drain delay.
     VAULTLET_LISTEN_ADDR="127.0.0.1:$injector_port" VAULTLET_ADMIN_ADDR="127.0.0.1:$injector_admin_port" \
       VAULTLET_TLS_CERT_FILE="$tls/tls.crt" VAULTLET_TLS_KEY_FILE="$tls/tls.key" \
-      VAULTLET_ALLOWED_VAULT_ADDRS="http://$pod_gw:8200" \
+      VAULTLET_ALLOWED_VAULT_ADDRS="http://$pod_gw:8200" VAULTLET_DRAIN_DELAY=0s \
       start injector "$injector" serve
   fi
   wait_for injector 30 curl -sf "http://127.0.0.1:$injector_admin_port/readyz"
