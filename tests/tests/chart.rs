@@ -152,8 +152,6 @@ fn install_isolated(
         &chart_dir(),
         "-n",
         &ns.name,
-        "--set",
-        "replicaCount=1",
         "--set-json",
         &set_json,
     ]
@@ -198,6 +196,8 @@ fn existing_secret_mode_installs_and_uninstalls_cleanly() {
         &ns,
         release,
         &[
+            "--set",
+            "replicaCount=1",
             "--set",
             "tls.mode=secret",
             "--set",
@@ -291,4 +291,65 @@ fn cert_manager_mode_objects_are_accepted_by_the_api_server() {
 fn base64_of(bytes: &[u8]) -> String {
     use base64::prelude::*;
     BASE64_STANDARD.encode(bytes)
+}
+
+/// The reviews an in-cluster injector Pod answered with `outcome`, read through the API server's
+/// proxy to its admin port.
+fn pod_reviews(cluster: &Cluster, ns: &str, pod: &str, outcome: &str) -> f64 {
+    let metrics = cluster.kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/{ns}/pods/{pod}:9090/proxy/metrics"),
+    ]);
+    let series = format!("vaultlet_injector_reviews_total{{outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(&series))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// The chart with its defaults (three replicas, spread over nodes and zones) on the one-node
+/// cluster: every replica runs on the node, and the API server calls them through the Service.
+#[test]
+fn the_chart_runs_the_injector_on_the_node_behind_its_service() {
+    let cluster = Cluster::running();
+    assert!(
+        cluster.node().is_some(),
+        "needs the node (scripts/cluster.sh install with VAULTLET_CLUSTER_NODE=1)"
+    );
+    let ns = cluster.namespace("e2e-chart-node", &[]);
+    // Its webhook configuration sorts before the host injector's `vaultlet`, so it is called
+    // first and injects; the host injector then sees an injected Pod.
+    let release = "aa-node";
+    let _release = install_isolated(cluster, &ns, release, &["--wait", "--timeout", "180s"]);
+    let fullname = format!("{release}-vaultlet");
+    let deployment = cluster
+        .get(&ns.name, "deployment", &fullname)
+        .expect("the injector Deployment");
+    assert_eq!(
+        deployment["status"]["readyReplicas"], 3,
+        "{}",
+        deployment["status"]
+    );
+    let mut pod = labelled_pod();
+    pod["metadata"]["labels"]["vaultlet.io/e2e-release"] = json!(release);
+    pod["spec"]["nodeSelector"] = json!({"vaultlet.io/no-such-node": "true"});
+    // Not in the release's own namespace: the chart keeps its webhook away from it.
+    let apps = cluster.namespace("e2e-chart-node-apps", &[]);
+    let stored = cluster
+        .create(&apps.name, &pod)
+        .expect("labelled Pod admitted");
+    assert_eq!(
+        stored["spec"]["initContainers"][0]["name"].as_str(),
+        Some("vaultlet-agent")
+    );
+    let injectors = cluster.list(&ns.name, "pods");
+    let injected: f64 = injectors
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str())
+        .filter(|n| n.starts_with(&fullname))
+        .map(|n| pod_reviews(cluster, &ns.name, n, "injected"))
+        .sum();
+    assert_eq!(injected, 1.0, "one in-cluster injector injected the Pod");
 }
