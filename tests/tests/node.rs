@@ -286,6 +286,95 @@ fn a_cronjobs_job_completes() {
 }
 
 #[test]
+fn init_only_renders_once_and_leaves_nothing_running() {
+    let _turn = VAULT_FOR_PODS.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::running();
+    let sample = node_sample("init-only");
+    let file = "/etc/legacy/secrets/config.yaml";
+    let deployment = prepare(
+        &sample,
+        "deployment.yaml",
+        &["/usr/local/bin/app", "watch", file],
+        &[],
+    );
+    cluster
+        .create(&sample.ns.name, &deployment)
+        .unwrap_or_else(|e| panic!("deployment refused: {e}"));
+    let pod = pod_of(cluster, &sample.ns.name, "legacy-");
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    wait_logs(
+        cluster,
+        &sample.ns.name,
+        name,
+        "app",
+        &format!("app: started with {file} present"),
+    );
+    let pod = cluster
+        .get(&sample.ns.name, "pod", name)
+        .expect("pod exists");
+    let running: Vec<&str> = pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["state"]["running"].is_object())
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(running, ["app"], "only the app keeps running");
+    let init: Vec<(String, i64)> = pod["status"]["initContainerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_string(),
+                c["state"]["terminated"]["exitCode"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(init, [("vaultlet-agent-init".to_string(), 0)]);
+}
+
+#[test]
+fn classic_sidecar_reloads_the_app_over_http() {
+    let _turn = VAULT_FOR_PODS.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::running();
+    let sample = node_sample("classic-sidecar");
+    let file = "/vault/secrets/prometheus.yml";
+    let deployment = prepare(
+        &sample,
+        "deployment.yaml",
+        &["/usr/local/bin/app", "serve", "9090", file],
+        &[("vaultlet.io/refresh-interval", "1s")],
+    );
+    cluster
+        .create(&sample.ns.name, &deployment)
+        .unwrap_or_else(|e| panic!("deployment refused: {e}"));
+    let pod = pod_of(cluster, &sample.ns.name, "prometheus-");
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    wait_logs(
+        cluster,
+        &sample.ns.name,
+        name,
+        "prometheus",
+        &format!("app: started with {file} present"),
+    );
+    sample.env.bao(&[
+        "kv",
+        "patch",
+        "-mount=secret",
+        "prometheus/remote-write",
+        "username=rotated",
+    ]);
+    wait_logs(
+        cluster,
+        &sample.ns.name,
+        name,
+        "prometheus",
+        "app: got POST /-/reload",
+    );
+}
+
+#[test]
 fn images_match_their_dockerfiles() {
     let images = Cluster::running().script_output(&["images-dir"]);
     for (image, dockerfile) in [
