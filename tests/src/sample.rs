@@ -180,7 +180,7 @@ impl SampleEnv {
     }
 
     /// `$OUT_DIR/secrets/<secret>/<key>` as Secret data.
-    fn written_secrets(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+    pub fn written_secrets(&self) -> BTreeMap<String, BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
         let root = self.temp.path().join("out/secrets");
         let Ok(dirs) = std::fs::read_dir(&root) else {

@@ -57,6 +57,18 @@ fn node_sample(name: &str) -> NodeSample {
                 .unwrap_or_else(|e| panic!("{name}/{file}: {e}"));
         }
     }
+    // The Secrets setup.sh wrote for the sample (an AppRole secret-id, say), as real Secrets.
+    for (secret, data) in env.written_secrets() {
+        let object = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": secret, "namespace": ns.name},
+            "stringData": data,
+        });
+        cluster
+            .create(&ns.name, &object)
+            .unwrap_or_else(|e| panic!("{name}: Secret {secret}: {e}"));
+    }
     NodeSample {
         env,
         ns,
@@ -372,6 +384,66 @@ fn classic_sidecar_reloads_the_app_over_http() {
         "prometheus",
         "app: got POST /-/reload",
     );
+}
+
+/// Tokens OpenBao has issued through AppRole logins and not revoked.
+fn approle_tokens(sample: &NodeSample) -> usize {
+    let accessors = sample
+        .env
+        .bao(&["list", "-format=json", "auth/token/accessors"]);
+    let accessors: Vec<String> = serde_json::from_str(&accessors).unwrap_or_default();
+    accessors
+        .iter()
+        .filter(|a| {
+            // Some accessors (the root token's) cannot be looked up: not ours either.
+            let info = sample.env.bao.bao(&[
+                "write",
+                "-format=json",
+                "auth/token/lookup-accessor",
+                &format!("accessor={a}"),
+            ]);
+            String::from_utf8_lossy(&info.stdout).contains("\"path\": \"auth/approle/login\"")
+        })
+        .count()
+}
+
+#[test]
+fn approle_pod_reads_its_secret_and_revokes_its_token_when_deleted() {
+    let _turn = VAULT_FOR_PODS.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::running();
+    let sample = node_sample("approle");
+    let file = "/vault/secrets/config.json";
+    let deployment = prepare(
+        &sample,
+        "deployment.yaml",
+        &["/usr/local/bin/app", "watch", file],
+        &[],
+    );
+    cluster
+        .create(&sample.ns.name, &deployment)
+        .unwrap_or_else(|e| panic!("deployment refused: {e}"));
+    let pod = pod_of(cluster, &sample.ns.name, "billing-");
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    wait_logs(
+        cluster,
+        &sample.ns.name,
+        name,
+        "app",
+        &format!("app: started with {file} present"),
+    );
+    assert_eq!(approle_tokens(&sample), 1, "the agent's token");
+    // Scale to zero: the kubelet stops the Pod (SIGTERM to the agent), which revokes its token.
+    cluster.kubectl_ok(&[
+        "scale",
+        "deployment",
+        "billing",
+        "-n",
+        &sample.ns.name,
+        "--replicas=0",
+    ]);
+    wait_until(WAIT, "the agent's token revoked", || {
+        approle_tokens(&sample) == 0
+    });
 }
 
 #[test]
