@@ -33,15 +33,16 @@ struct NodeSample {
 }
 
 fn node_sample(name: &str) -> NodeSample {
+    node_sample_with(name, SampleOptions::default())
+}
+
+fn node_sample_with(name: &str, mut opts: SampleOptions) -> NodeSample {
     let cluster = Cluster::running();
     let host = cluster
         .host_for_pods()
         .expect("the cluster has no node: scripts/cluster.sh install with VAULTLET_CLUSTER_NODE=1");
     let ns = cluster.namespace(&format!("e2e-node-{name}"), RESTRICTED);
-    let opts = SampleOptions {
-        env: vec![("NAMESPACE".into(), ns.name.clone())],
-        ..SampleOptions::default()
-    };
+    opts.env.push(("NAMESPACE".into(), ns.name.clone()));
     let env = SampleEnv::start(name, &opts);
     let target = format!("127.0.0.1:{}", env.bao.port())
         .parse()
@@ -145,6 +146,29 @@ fn wait_logs(cluster: &Cluster, ns: &str, pod: &str, container: &str, line: &str
         logs(cluster, ns, pod, "vaultlet-agent")
     );
     last
+}
+
+/// Waits for a log line that `pick` accepts (and turns into a value).
+fn wait_log_line<T>(
+    cluster: &Cluster,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    what: &str,
+    mut pick: impl FnMut(&str) -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = logs(cluster, ns, pod, container);
+        if let Some(found) = text.lines().find_map(&mut pick) {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ns}/{pod} {container}: no {what} within {WAIT:?}; logs:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 #[test]
@@ -384,6 +408,61 @@ fn classic_sidecar_reloads_the_app_over_http() {
         "prometheus",
         "app: got POST /-/reload",
     );
+}
+
+/// `(user, password)` from an app line `app: FILE: postgresql://USER:PASS@host...`.
+fn db_creds(line: &str) -> Option<(String, String)> {
+    let url = line.split_once(": postgresql://")?.1;
+    let (userinfo, _) = url.split_once('@')?;
+    let (user, pass) = userinfo.split_once(':')?;
+    Some((user.to_string(), pass.to_string()))
+}
+
+#[test]
+fn postgres_credentials_log_in_are_replaced_and_revoked() {
+    let _turn = VAULT_FOR_PODS.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::running();
+    let sample = node_sample_with(
+        "postgres-dynamic",
+        SampleOptions {
+            postgres: true,
+            env: vec![
+                ("DB_DEFAULT_TTL".into(), "4s".into()),
+                ("DB_MAX_TTL".into(), "8s".into()),
+            ],
+        },
+    );
+    let pg = sample.env.pg.as_ref().expect("postgres");
+    let file = "/vault/secrets/db.url";
+    let deployment = prepare(
+        &sample,
+        "deployment.yaml",
+        &["/usr/local/bin/app", "serve", "8080", file],
+        &[],
+    );
+    cluster
+        .create(&sample.ns.name, &deployment)
+        .unwrap_or_else(|e| panic!("deployment refused: {e}"));
+    let pod = pod_of(cluster, &sample.ns.name, "orders-");
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    let ns = &sample.ns.name;
+    let (user, pass) = wait_log_line(cluster, ns, name, "app", "credentials", db_creds);
+    assert!(
+        pg.can_login(&user, &pass),
+        "the rendered credentials log in"
+    );
+    // Max TTL 8 s: new credentials before the old ones expire, and the app is told.
+    let (user2, pass2) = wait_log_line(cluster, ns, name, "app", "new credentials", |l| {
+        db_creds(l).filter(|(u, _)| *u != user)
+    });
+    assert!(pg.can_login(&user2, &pass2), "the new credentials log in");
+    wait_logs(cluster, ns, name, "app", "app: got POST /-/reconnect");
+    let agent_log = logs(cluster, ns, name, "vaultlet-agent");
+    assert!(!agent_log.contains(&pass2), "a password in the agent's log");
+    cluster.kubectl_ok(&["scale", "deployment", "orders", "-n", ns, "--replicas=0"]);
+    wait_until(WAIT, "the credentials revoked when the Pod stops", || {
+        !pg.can_login(&user2, &pass2)
+    });
 }
 
 /// Tokens OpenBao has issued through AppRole logins and not revoked.

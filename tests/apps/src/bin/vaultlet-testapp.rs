@@ -6,7 +6,8 @@
 //! vaultlet-testapp watch FILE... [--exit CODE]   report FILE at start and at every SIGHUP;
 //!                                                 with --exit, leave with CODE after the start
 //! vaultlet-testapp serve PORT FILE...            the same, plus an HTTP server on PORT that
-//!                                                 prints every request and serves GET /FILE
+//!                                                 prints every request (and the files after a
+//!                                                 POST) and serves GET /FILE
 //! ```
 //! Lines: `app: started with FILE present` (or `WITHOUT FILE`), `app: FILE: <first line>`,
 //! `app: got SIGHUP`, `app: got POST /path`, `app: got SIGTERM`. The files are test data.
@@ -143,6 +144,10 @@ fn answer(mut stream: TcpStream, files: &[String]) {
     let mut parts = request.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
     say(&format!("got {method} {path}"));
+    if method == "POST" {
+        // A reload request: show what the files hold now.
+        report(files);
+    }
     let content = files
         .iter()
         .find(|f| method == "GET" && f.as_str() == path)
