@@ -465,6 +465,41 @@ fn postgres_credentials_log_in_are_replaced_and_revoked() {
     });
 }
 
+#[test]
+fn pki_certificate_is_issued_for_the_pod() {
+    let _turn = VAULT_FOR_PODS.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::running();
+    let sample = node_sample("pki-tls");
+    let file = "/vault/secrets/tls.pem";
+    let deployment = prepare(
+        &sample,
+        "deployment.yaml",
+        &["/usr/local/bin/nginx", "watch", file],
+        &[],
+    );
+    cluster
+        .create(&sample.ns.name, &deployment)
+        .unwrap_or_else(|e| panic!("deployment refused: {e}"));
+    let pod = pod_of(cluster, &sample.ns.name, "web-");
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    let ns = &sample.ns.name;
+    wait_logs(
+        cluster,
+        ns,
+        name,
+        "nginx",
+        &format!("app: started with {file} present"),
+    );
+    // The file starts with the issued private key (only its PEM header is printed).
+    let header = wait_log_line(cluster, ns, name, "nginx", "the key's PEM header", |l| {
+        l.strip_prefix(&format!("app: {file}: ")).map(String::from)
+    });
+    assert!(
+        header.starts_with("-----BEGIN ") && header.ends_with("PRIVATE KEY-----"),
+        "{header}"
+    );
+}
+
 /// Tokens OpenBao has issued through AppRole logins and not revoked.
 fn approle_tokens(sample: &NodeSample) -> usize {
     let accessors = sample
