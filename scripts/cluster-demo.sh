@@ -19,7 +19,7 @@ ns=vaultlet-demo
 bao_pid=""
 # A cluster that was already up stays up; only the demo's own objects go.
 was_up=0
-scripts/cluster.sh status 2>/dev/null | grep -q "kube-apiserver: running" && was_up=1
+case "$(scripts/cluster.sh status 2>/dev/null)" in *"kube-apiserver: running"*) was_up=1 ;; esac
 cleanup() {
   local rc=$?
   trap - INT TERM EXIT
