@@ -353,3 +353,75 @@ fn the_chart_runs_the_injector_on_the_node_behind_its_service() {
         .sum();
     assert_eq!(injected, 1.0, "one in-cluster injector injected the Pod");
 }
+
+/// Rolling the injector (`kubectl rollout restart`, then deleting one of its Pods) while Pods
+/// are created continuously: with `failurePolicy: Fail`, every creation must still succeed and
+/// be injected, because a stopping injector turns unready and keeps answering for its drain
+/// delay while the endpoints change.
+#[test]
+fn rolling_the_injector_refuses_no_pod() {
+    let cluster = Cluster::running();
+    assert!(cluster.node().is_some(), "needs the node");
+    let ns = cluster.namespace("e2e-chart-roll", &[]);
+    let release = "aa-roll";
+    let _release = install_isolated(cluster, &ns, release, &["--wait", "--timeout", "180s"]);
+    let deployment = format!("deployment/{release}-vaultlet");
+    let apps = cluster.namespace("e2e-chart-roll-apps", &[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let creator = {
+        let stop = std::sync::Arc::clone(&stop);
+        let apps = apps.name.clone();
+        std::thread::spawn(move || {
+            let (mut created, mut failures) = (0usize, Vec::new());
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                let mut pod = labelled_pod();
+                pod["metadata"]["name"] = json!(format!("app-{n}"));
+                pod["metadata"]["labels"]["vaultlet.io/e2e-release"] = json!(release);
+                pod["spec"]["nodeSelector"] = json!({"vaultlet.io/no-such-node": "true"});
+                match cluster.create(&apps, &pod) {
+                    Ok(stored)
+                        if stored["spec"]["initContainers"][0]["name"] == "vaultlet-agent" =>
+                    {
+                        created += 1
+                    }
+                    Ok(_) => failures.push(format!("app-{n}: not injected")),
+                    Err(e) => failures.push(format!("app-{n}: {e}")),
+                }
+            }
+            (created, failures)
+        })
+    };
+    cluster.kubectl_ok(&["rollout", "restart", "-n", &ns.name, &deployment]);
+    cluster.kubectl_ok(&[
+        "rollout",
+        "status",
+        "-n",
+        &ns.name,
+        &deployment,
+        "--timeout=180s",
+    ]);
+    let victim = cluster
+        .list(&ns.name, "pods")
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .find_map(|p| p["metadata"]["name"].as_str().map(String::from))
+        .expect("an injector Pod");
+    cluster.kubectl_ok(&["delete", "pod", "-n", &ns.name, &victim, "--wait=true"]);
+    cluster.kubectl_ok(&[
+        "rollout",
+        "status",
+        "-n",
+        &ns.name,
+        &deployment,
+        "--timeout=180s",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (created, failures) = creator.join().expect("creator thread");
+    assert_eq!(failures, Vec::<String>::new(), "{created} Pods created");
+    assert!(
+        created >= 20,
+        "only {created} Pods were created during the roll"
+    );
+}
