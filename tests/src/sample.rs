@@ -47,6 +47,8 @@ pub struct SampleOptions {
     pub postgres: bool,
     /// Extra environment for `setup.sh` (e.g. `DB_DEFAULT_TTL`).
     pub env: Vec<(String, String)>,
+    /// An OpenBao that keeps its data across [`OpenBao::stop`] / [`OpenBao::start`].
+    pub persistent: bool,
 }
 
 impl SampleEnv {
@@ -61,7 +63,11 @@ impl SampleEnv {
         let env = SampleEnv {
             name: name.into(),
             dir,
-            bao: OpenBao::dev(),
+            bao: if opts.persistent {
+                OpenBao::persistent_temp()
+            } else {
+                OpenBao::dev()
+            },
             k8s: Cluster::running(),
             pg: opts.postgres.then(Postgres::start),
             temp,

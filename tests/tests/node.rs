@@ -220,6 +220,75 @@ fn nginx_runs_with_its_secret_and_reloads_on_change() {
     );
 }
 
+#[test]
+fn openbao_restarted_under_a_running_pod_keeps_files_and_recovers() {
+    let _turn = VAULT_FOR_PODS.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::running();
+    let mut sample = node_sample_with(
+        "nginx",
+        SampleOptions {
+            persistent: true,
+            ..SampleOptions::default()
+        },
+    );
+    let file = "/vault/secrets/site.conf";
+    let deployment = prepare(
+        &sample,
+        "deployment.yaml",
+        &["/usr/local/bin/nginx", "watch", file],
+        &[("vaultlet.io/refresh-interval", "1s")],
+    );
+    cluster
+        .create(&sample.ns.name, &deployment)
+        .unwrap_or_else(|e| panic!("deployment refused: {e}"));
+    let pod = pod_of(cluster, &sample.ns.name, "nginx-");
+    let name = pod["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let ns = sample.ns.name.clone();
+    wait_logs(
+        cluster,
+        &ns,
+        &name,
+        "nginx",
+        &format!("app: started with {file} present"),
+    );
+    let read = || cluster.kubectl_ok(&["exec", "-n", &ns, &name, "-c", "nginx", "--", "cat", file]);
+    let before = read();
+
+    sample.env.bao.stop();
+    wait_log_line(
+        cluster,
+        &ns,
+        &name,
+        "vaultlet-agent",
+        "a failed refresh",
+        |l| l.contains("unreachable").then_some(()),
+    );
+    assert_eq!(read(), before, "the file is kept while OpenBao is down");
+
+    sample.env.bao.start();
+    sample.env.bao(&[
+        "kv",
+        "put",
+        "-mount=secret",
+        "nginx/site",
+        "greeting=after the restart",
+        "api_key=k3",
+    ]);
+    wait_logs(cluster, &ns, &name, "nginx", "app: got SIGHUP");
+    assert!(read().contains("after the restart"));
+    let pod = cluster.get(&ns, "pod", &name).expect("pod");
+    let restarts: Vec<i64> = pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["restartCount"].as_i64())
+        .collect();
+    assert_eq!(restarts, [0], "the app was not restarted");
+}
+
 fn job_status(cluster: &Cluster, ns: &str, job: &str) -> Option<String> {
     let job = cluster.get(ns, "job", job)?;
     job["status"]["conditions"]
@@ -430,6 +499,7 @@ fn postgres_credentials_log_in_are_replaced_and_revoked() {
                 ("DB_DEFAULT_TTL".into(), "4s".into()),
                 ("DB_MAX_TTL".into(), "8s".into()),
             ],
+            ..SampleOptions::default()
         },
     );
     let pg = sample.env.pg.as_ref().expect("postgres");

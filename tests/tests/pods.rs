@@ -519,6 +519,7 @@ fn postgres_dynamic_credentials() {
             ("DB_DEFAULT_TTL".into(), "4s".into()),
             ("DB_MAX_TTL".into(), "8s".into()),
         ],
+        ..SampleOptions::default()
     };
     let env = SampleEnv::start("postgres-dynamic", &opts);
     let pg = env.pg.as_ref().expect("postgres");
