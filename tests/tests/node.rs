@@ -171,6 +171,61 @@ fn wait_log_line<T>(
     }
 }
 
+/// Seconds since the Unix epoch of an RFC 3339 UTC timestamp as `kubectl logs --timestamps`
+/// prints it (`2026-11-30T15:07:41.645403558Z`).
+fn unix_seconds(stamp: &str) -> Option<f64> {
+    let (date, time) = stamp.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (h, min) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let sec = t.next()?.parse::<f64>().ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3_600 + min * 60) as f64 + sec)
+}
+
+/// Prints (for docs/benchmarks.md) the time from `applied` to the app's log line `line`, by the
+/// runtime's own timestamp of that line.
+fn report_first_read(
+    cluster: &Cluster,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    line: &str,
+    applied: std::time::SystemTime,
+) {
+    let logs = cluster
+        .kubectl(
+            &["logs", "--timestamps", "-n", ns, pod, "-c", container],
+            None,
+        )
+        .unwrap_or_default();
+    let applied = applied
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    if let Some(at) = logs
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .find(|(_, text)| *text == line)
+        .and_then(|(stamp, _)| unix_seconds(stamp))
+    {
+        eprintln!(
+            "timing: {ns}: kubectl apply -> app's first read {:.0} ms",
+            (at - applied) * 1000.0
+        );
+    }
+}
+
 #[test]
 fn nginx_runs_with_its_secret_and_reloads_on_change() {
     let _turn = VAULT_FOR_PODS.lock().unwrap_or_else(|e| e.into_inner());
@@ -183,6 +238,7 @@ fn nginx_runs_with_its_secret_and_reloads_on_change() {
         &["/usr/local/bin/nginx", "watch", file],
         &[("vaultlet.io/refresh-interval", "1s")],
     );
+    let applied = std::time::SystemTime::now();
     cluster
         .create(&sample.ns.name, &deployment)
         .unwrap_or_else(|e| panic!("deployment refused: {e}"));
@@ -195,6 +251,14 @@ fn nginx_runs_with_its_secret_and_reloads_on_change() {
         name,
         "nginx",
         &format!("app: started with {file} present"),
+    );
+    report_first_read(
+        cluster,
+        &sample.ns.name,
+        name,
+        "nginx",
+        &format!("app: started with {file} present"),
+        applied,
     );
     wait_logs(
         cluster,
@@ -311,6 +375,7 @@ fn run_job(mode: &[(&str, &str)], exit: &str, expected: &str) {
         mode,
     );
     job["spec"]["backoffLimit"] = json!(0);
+    let applied = std::time::SystemTime::now();
     cluster
         .create(&sample.ns.name, &job)
         .unwrap_or_else(|e| panic!("job refused: {e}"));
@@ -321,6 +386,14 @@ fn run_job(mode: &[(&str, &str)], exit: &str, expected: &str) {
     });
     let pod = pod_of(cluster, &sample.ns.name, "report-");
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    report_first_read(
+        cluster,
+        &sample.ns.name,
+        name,
+        "report",
+        &format!("app: started with {file} present"),
+        applied,
+    );
     let app = logs(cluster, &sample.ns.name, name, "report");
     assert_eq!(
         status.as_deref(),
@@ -362,6 +435,7 @@ fn a_cronjobs_job_completes() {
         &["/usr/local/bin/app", "watch", file, "--exit", "0"],
         &[],
     );
+    let applied = std::time::SystemTime::now();
     cluster
         .create(&sample.ns.name, &cronjob)
         .unwrap_or_else(|e| panic!("cronjob refused: {e}"));
@@ -382,6 +456,14 @@ fn a_cronjobs_job_completes() {
     });
     let pod = pod_of(cluster, &sample.ns.name, "backup-now-");
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    report_first_read(
+        cluster,
+        &sample.ns.name,
+        name,
+        "backup",
+        &format!("app: started with {file} present"),
+        applied,
+    );
     let app = logs(cluster, &sample.ns.name, name, "backup");
     assert_eq!(status.as_deref(), Some("Complete"), "app:\n{app}");
     assert_eq!(
@@ -402,6 +484,7 @@ fn init_only_renders_once_and_leaves_nothing_running() {
         &["/usr/local/bin/app", "watch", file],
         &[],
     );
+    let applied = std::time::SystemTime::now();
     cluster
         .create(&sample.ns.name, &deployment)
         .unwrap_or_else(|e| panic!("deployment refused: {e}"));
@@ -413,6 +496,14 @@ fn init_only_renders_once_and_leaves_nothing_running() {
         name,
         "app",
         &format!("app: started with {file} present"),
+    );
+    report_first_read(
+        cluster,
+        &sample.ns.name,
+        name,
+        "app",
+        &format!("app: started with {file} present"),
+        applied,
     );
     let pod = cluster
         .get(&sample.ns.name, "pod", name)
@@ -451,6 +542,7 @@ fn classic_sidecar_reloads_the_app_over_http() {
         &["/usr/local/bin/app", "serve", "9090", file],
         &[("vaultlet.io/refresh-interval", "1s")],
     );
+    let applied = std::time::SystemTime::now();
     cluster
         .create(&sample.ns.name, &deployment)
         .unwrap_or_else(|e| panic!("deployment refused: {e}"));
@@ -462,6 +554,14 @@ fn classic_sidecar_reloads_the_app_over_http() {
         name,
         "prometheus",
         &format!("app: started with {file} present"),
+    );
+    report_first_read(
+        cluster,
+        &sample.ns.name,
+        name,
+        "prometheus",
+        &format!("app: started with {file} present"),
+        applied,
     );
     sample.env.bao(&[
         "kv",
@@ -510,12 +610,28 @@ fn postgres_credentials_log_in_are_replaced_and_revoked() {
         &["/usr/local/bin/app", "serve", "8080", file],
         &[],
     );
+    let applied = std::time::SystemTime::now();
     cluster
         .create(&sample.ns.name, &deployment)
         .unwrap_or_else(|e| panic!("deployment refused: {e}"));
     let pod = pod_of(cluster, &sample.ns.name, "orders-");
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let ns = &sample.ns.name;
+    wait_logs(
+        cluster,
+        ns,
+        name,
+        "app",
+        &format!("app: started with {file} present"),
+    );
+    report_first_read(
+        cluster,
+        ns,
+        name,
+        "app",
+        &format!("app: started with {file} present"),
+        applied,
+    );
     let (user, pass) = wait_log_line(cluster, ns, name, "app", "credentials", db_creds);
     assert!(
         pg.can_login(&user, &pass),
@@ -547,6 +663,7 @@ fn pki_certificate_is_issued_for_the_pod() {
         &["/usr/local/bin/nginx", "watch", file],
         &[],
     );
+    let applied = std::time::SystemTime::now();
     cluster
         .create(&sample.ns.name, &deployment)
         .unwrap_or_else(|e| panic!("deployment refused: {e}"));
@@ -559,6 +676,14 @@ fn pki_certificate_is_issued_for_the_pod() {
         name,
         "nginx",
         &format!("app: started with {file} present"),
+    );
+    report_first_read(
+        cluster,
+        ns,
+        name,
+        "nginx",
+        &format!("app: started with {file} present"),
+        applied,
     );
     // The file starts with the issued private key (only its PEM header is printed).
     let header = wait_log_line(cluster, ns, name, "nginx", "the key's PEM header", |l| {
@@ -603,6 +728,7 @@ fn approle_pod_reads_its_secret_and_revokes_its_token_when_deleted() {
         &["/usr/local/bin/app", "watch", file],
         &[],
     );
+    let applied = std::time::SystemTime::now();
     cluster
         .create(&sample.ns.name, &deployment)
         .unwrap_or_else(|e| panic!("deployment refused: {e}"));
@@ -614,6 +740,14 @@ fn approle_pod_reads_its_secret_and_revokes_its_token_when_deleted() {
         name,
         "app",
         &format!("app: started with {file} present"),
+    );
+    report_first_read(
+        cluster,
+        &sample.ns.name,
+        name,
+        "app",
+        &format!("app: started with {file} present"),
+        applied,
     );
     assert_eq!(approle_tokens(&sample), 1, "the agent's token");
     // Scale to zero: the kubelet stops the Pod (SIGTERM to the agent), which revokes its token.
