@@ -6,6 +6,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod config;
+#[cfg(feature = "runtime")]
+pub mod envfile;
 
 #[cfg(feature = "runtime")]
 pub mod auth;

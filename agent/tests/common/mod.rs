@@ -126,6 +126,20 @@ pub fn config(bao_addr: &str, auth: Value, secrets: Value) -> Value {
     })
 }
 
+/// Writes `pairs` to KV v2 `secret/app`; returns a token that may read it and a config
+/// (token auth) rendering it to `app.env`.
+pub fn app_env(bao: &OpenBao, h: &Harness, pairs: &[(&str, &str)]) -> (String, Value) {
+    bao.write_kv("secret/app", pairs);
+    kv_policy(bao, "app", &["app"]);
+    let token = bao.create_token(&["app"], None);
+    let cfg = config(
+        &bao.addr(),
+        h.token_auth(&token),
+        json!([{ "name": "app", "path": "secret/data/app", "file": "app.env" }]),
+    );
+    (token, cfg)
+}
+
 /// A policy reading (data and metadata of) the KV v2 secrets under `secret/<name>`.
 pub fn kv_policy(bao: &OpenBao, policy: &str, names: &[&str]) {
     let hcl: String = names
