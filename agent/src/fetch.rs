@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::client::{ClientError, Response, Secret, VaultClient};
 use crate::config::SecretSpec;
+use crate::renew::{MAX_TTL, ttl_secs};
 
 /// Errors while fetching one secret; each names the secret.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +160,12 @@ pub fn interpret(resp: Response) -> Option<Fetched> {
         .get("expiration")
         .and_then(Value::as_u64)
         .filter(|&s| s > 0)
-        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        // Past what the clock can hold: as far as it can, which is "not for a long time".
+        .map(|s| {
+            SystemTime::UNIX_EPOCH
+                .checked_add(Duration::from_secs(s))
+                .unwrap_or_else(|| SystemTime::now() + MAX_TTL)
+        });
     Some(Fetched {
         data,
         kv2_version: None,
@@ -255,7 +261,7 @@ pub async fn renew_lease(
         } else {
             resp.lease_id
         },
-        ttl: Duration::from_secs(resp.lease_duration),
+        ttl: ttl_secs(resp.lease_duration),
         renewable: resp.renewable,
     })
 }
@@ -330,6 +336,18 @@ mod tests {
             Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
         );
         assert!(interpret(mk_resp(r#"{"lease_id":""}"#)).is_none());
+    }
+
+    #[test]
+    fn extreme_ttls_and_expirations_are_clamped() {
+        let f = interpret(mk_resp(&format!(
+            r#"{{"data":{{"expiration":{}}},"lease_id":"l","lease_duration":{},"renewable":true}}"#,
+            u64::MAX,
+            u64::MAX
+        )))
+        .expect("fetched");
+        assert_eq!(f.lease.map(|l| l.ttl), Some(MAX_TTL));
+        assert!(f.expires_at.expect("expiry") > SystemTime::now() + Duration::from_secs(3600));
     }
 
     #[test]

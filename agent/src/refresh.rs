@@ -16,7 +16,9 @@ use crate::metrics::Metrics;
 use crate::notify;
 use crate::probe;
 use crate::render::{RenderFailure, Renderer, uses_other_secrets};
-use crate::renew::{backoff, capped, cert_refresh_delay, jitter, next_refetch, next_renewal};
+use crate::renew::{
+    after, backoff, capped, cert_refresh_delay, jitter, next_refetch, next_renewal,
+};
 use crate::write::{Written, write_atomic};
 
 /// First retry delay after a failure.
@@ -160,7 +162,7 @@ fn schedule(f: &Fetched, now: Instant, wall_now: SystemTime) -> Option<(Instant,
     });
     let by_cert = f.expires_at.map(|exp| {
         (
-            now + cert_refresh_delay(wall_now, exp, wall_now),
+            after(now, cert_refresh_delay(wall_now, exp, wall_now)),
             Due::Refetch,
         )
     });
@@ -214,7 +216,7 @@ impl Agent {
             renderer,
             http: std::cell::OnceCell::new(),
             metrics,
-            next_poll: now + cfg.refresh_interval,
+            next_poll: after(now, cfg.refresh_interval),
             ready: false,
             notify_enabled: false,
             round_reads: BTreeMap::new(),
@@ -233,7 +235,7 @@ impl Agent {
 
     /// The `init` role: render every secret once, retrying until the deadline.
     pub async fn init(mut self) -> Result<(), AgentError> {
-        let deadline = Instant::now() + self.cfg.init_deadline;
+        let deadline = after(Instant::now(), self.cfg.init_deadline);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let _ = tokio::time::timeout(left, self.round()).await;
@@ -339,7 +341,7 @@ impl Agent {
         self.round_meta.clear();
         let poll = now >= self.next_poll;
         if poll {
-            self.next_poll = now + self.cfg.refresh_interval;
+            self.next_poll = after(now, self.cfg.refresh_interval);
         }
         for i in 0..self.secrets.len() {
             let Some(work) = self.secrets[i].work(now, poll) else {
@@ -456,7 +458,7 @@ impl Agent {
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "login failed");
                 self.metrics.login(false, None);
                 self.last_login_error = Some(e.to_string());
-                self.next_login = Instant::now() + delay;
+                self.next_login = after(Instant::now(), delay);
             }
         }
     }
@@ -480,7 +482,7 @@ impl Agent {
             Err(e) => {
                 let delay = backoff(t.failures, RETRY_BASE, retry_max, jitter());
                 t.failures = t.failures.saturating_add(1);
-                t.next = Some((now + delay, TokenAction::Renew));
+                t.next = Some((after(now, delay), TokenAction::Renew));
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "token renewal failed; retrying");
             }
         }
@@ -720,7 +722,7 @@ fn token_state(token: Token, login_ttl: Duration, now: Instant) -> TokenState {
         } else {
             (at, TokenAction::Relogin)
         };
-        (Some(now + token.ttl), Some(next))
+        (Some(after(now, token.ttl)), Some(next))
     };
     TokenState {
         token,
