@@ -225,8 +225,12 @@ impl Agent {
         })
     }
 
+    /// The longest retry delay: one refresh interval (at most 30 s), so after an outage the
+    /// agent is back within about one interval, not after a backoff grown past it.
     fn retry_max(&self) -> Duration {
-        (self.cfg.refresh_interval * 4).clamp(Duration::from_secs(2), Duration::from_secs(30))
+        self.cfg
+            .refresh_interval
+            .clamp(RETRY_BASE, Duration::from_secs(30))
     }
 
     fn all_rendered(&self) -> bool {
@@ -376,8 +380,9 @@ impl Agent {
     fn fail(&mut self, i: usize, msg: String) {
         let max = self.retry_max();
         let s = &mut self.secrets[i];
-        warn!(secret = %s.spec.name, error = %msg, attempt = s.failures + 1, "refresh failed; keeping the last good file");
-        s.retry_at = Some(Instant::now() + backoff(s.failures, RETRY_BASE, max, jitter()));
+        let delay = backoff(s.failures, RETRY_BASE, max, jitter());
+        warn!(secret = %s.spec.name, error = %msg, attempt = s.failures + 1, retry_in_ms = delay.as_millis() as u64, "refresh failed; keeping the last good file");
+        s.retry_at = Some(after(Instant::now(), delay));
         s.failures = s.failures.saturating_add(1);
         s.last_error = Some(msg);
         self.metrics.failure(&s.spec.name);
@@ -567,23 +572,23 @@ impl Agent {
         let Some(meta_path) = kv2_metadata_path(&s.spec.path) else {
             return self.fetch_into(i, token).await;
         };
-        let known = s.fetched.as_ref().and_then(|f| f.kv2_version);
+        let known = s.fetched.as_ref().and_then(|f| f.kv2_version.clone());
         let meta = match self.round_meta.get(&meta_path) {
-            Some(m) => Ok(*m),
+            Some(m) => Ok(m.clone()),
             None => fetch::kv2_meta(&self.client, token, &s.spec.name, &meta_path).await,
         };
         if let Ok(m) = &meta {
-            self.round_meta.insert(meta_path.clone(), *m);
+            self.round_meta.insert(meta_path.clone(), m.clone());
         }
         let s = &self.secrets[i];
         match meta {
             Ok(m) if m.deleted => Err(FetchError::Deleted {
                 secret: s.spec.name.clone(),
                 path: meta_path,
-                version: m.current_version,
+                version: m.current.number,
             }),
-            Ok(m) if Some(m.current_version) != known => {
-                debug!(secret = %s.spec.name, version = m.current_version, "new KV version");
+            Ok(m) if !known.is_some_and(|k| k.same_as(&m.current)) => {
+                debug!(secret = %s.spec.name, version = m.current.number, "new KV version");
                 self.fetch_into(i, token).await
             }
             Ok(_) => Ok(()),
@@ -745,7 +750,10 @@ mod tests {
     fn mk_fetched(kv2: Option<u64>, lease: Option<Lease>) -> Fetched {
         Fetched {
             data: Map::new(),
-            kv2_version: kv2,
+            kv2_version: kv2.map(|number| crate::fetch::Kv2Version {
+                number,
+                created: String::new(),
+            }),
             lease,
             expires_at: None,
         }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Harness, assert_no_leak, config, kv_policy, read, wait_log};
+use common::{Harness, app_env, assert_no_leak, config, kv_policy, read, wait_log};
 use serde_json::json;
 use vaultlet_testkit::cluster::Cluster;
 use vaultlet_testkit::{OpenBao, Signal, free_port, random_hex, wait_until};
@@ -63,15 +63,8 @@ fn revoked_token_leads_to_a_new_login_with_the_rotated_sa_token() {
 fn openbao_down_mid_run_keeps_files_and_recovers() {
     let mut bao = OpenBao::persistent_temp();
     let pw1 = random_hex(10);
-    bao.write_kv("secret/app", &[("password", &pw1)]);
-    kv_policy(&bao, "app", &["app"]);
-    let token = bao.create_token(&["app"], None);
     let h = Harness::new();
-    let cfg = config(
-        &bao.addr(),
-        h.token_auth(&token),
-        json!([{ "name": "app", "path": "secret/data/app", "file": "app.env" }]),
-    );
+    let (token, cfg) = app_env(&bao, &h, &[("password", &pw1)]);
     let mut agent = h.run(&cfg);
     h.wait_ready(&mut agent, Duration::from_secs(10));
     let good = read(&h.file("app.env"));
@@ -105,6 +98,63 @@ fn openbao_down_mid_run_keeps_files_and_recovers() {
     assert_no_leak(&log, &[&pw1, &pw2, &token]);
 }
 
+/// The `retry_in_ms` of every retry the agent logged.
+fn retry_delays(log: &str) -> Vec<u64> {
+    log.split("retry_in_ms=")
+        .skip(1)
+        .map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().expect("retry_in_ms value")
+        })
+        .collect()
+}
+
+#[test]
+fn after_an_outage_the_agent_is_back_within_about_one_refresh_interval() {
+    let port = free_port();
+    let h = Harness::new();
+    let mut cfg = config(
+        &format!("http://127.0.0.1:{port}"),
+        h.token_auth("no-server-yet"),
+        json!([{ "name": "app", "path": "secret/data/app", "file": "app.env" }]),
+    );
+    cfg["refreshInterval"] = json!("1s");
+    let mut agent = h.run(&cfg);
+    wait_until(Duration::from_secs(30), "six failed logins", || {
+        agent.assert_running();
+        agent.log().matches("login failed").count() >= 6
+    });
+    let delays = retry_delays(&agent.log());
+    assert!(delays.len() >= 6, "{delays:?}");
+    assert!(
+        delays.iter().all(|&d| d <= 1000),
+        "the backoff must stop at the 1s refresh interval: {delays:?}"
+    );
+
+    let bao = OpenBao::dev_on(port);
+    let pw = random_hex(10);
+    bao.write_kv("secret/app", &[("password", &pw)]);
+    kv_policy(&bao, "app", &["app"]);
+    let token = bao.create_token(&["app"], None);
+    h.put("vault-token", &token);
+    let back = Instant::now();
+    wait_until(
+        Duration::from_secs(10),
+        "file rendered after the outage",
+        || {
+            agent.assert_running();
+            read(&h.file("app.env")) == format!("password={pw}\n")
+        },
+    );
+    // One interval (1 s) plus slack for a loaded machine.
+    assert!(
+        back.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        back.elapsed()
+    );
+    assert_no_leak(&agent.log(), &[&pw, &token]);
+}
+
 #[test]
 fn unreachable_at_init_retries_then_fails_at_the_deadline() {
     let h = Harness::new();
@@ -136,15 +186,8 @@ fn unreachable_at_init_retries_then_fails_at_the_deadline() {
 #[test]
 fn sigterm_exits_zero_within_a_second_and_revokes_the_token() {
     let bao = OpenBao::dev();
-    bao.write_kv("secret/app", &[("password", "pw")]);
-    kv_policy(&bao, "app", &["app"]);
-    let token = bao.create_token(&["app"], None);
     let h = Harness::new();
-    let mut cfg = config(
-        &bao.addr(),
-        h.token_auth(&token),
-        json!([{ "name": "app", "path": "secret/data/app", "file": "app.env" }]),
-    );
+    let (token, mut cfg) = app_env(&bao, &h, &[("password", "pw")]);
     cfg["revokeOnShutdown"] = json!(true);
     cfg["log"] = json!({ "format": "json", "level": "debug" });
     let mut agent = h.run(&cfg);

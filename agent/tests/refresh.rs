@@ -7,7 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Harness, assert_no_leak, config, kv_policy, read, wait_log};
+use common::{Harness, app_env, assert_no_leak, config, kv_policy, read, wait_log};
 use serde_json::json;
 use vaultlet_testkit::{HttpRecorder, OpenBao, random_hex, wait_until};
 
@@ -312,4 +312,29 @@ fn failing_http_notify_is_retried_and_reported() {
         "a failed notification does not undo the file"
     );
     agent.assert_running();
+}
+
+#[test]
+fn kv_secret_deleted_and_written_again_is_picked_up() {
+    let bao = OpenBao::dev();
+    let pw1 = random_hex(10);
+    let h = Harness::new();
+    let (token, cfg) = app_env(&bao, &h, &[("password", &pw1)]);
+    let mut agent = h.run(&cfg);
+    h.wait_ready(&mut agent, Duration::from_secs(10));
+    assert_eq!(read(&h.file("app.env")), format!("password={pw1}\n"));
+
+    // Metadata deleted, secret written again: KV v2 numbers it version 1 again.
+    bao.delete_kv("secret/app");
+    let pw2 = random_hex(10);
+    bao.write_kv("secret/app", &[("password", &pw2)]);
+    assert_eq!(
+        bao.read("secret/metadata/app")["data"]["current_version"],
+        1
+    );
+    wait_until(Duration::from_secs(5), "recreated secret rendered", || {
+        agent.assert_running();
+        read(&h.file("app.env")) == format!("password={pw2}\n")
+    });
+    assert_no_leak(&agent.log(), &[&pw1, &pw2, &token]);
 }
