@@ -61,7 +61,8 @@ impl Harness {
         self.dir.path().join("token-sink")
     }
 
-    fn command(&self, role: &str, cfg: &Value) -> Command {
+    /// The agent command for `role` with `cfg` written to the config file.
+    pub fn command(&self, role: &str, cfg: &Value) -> Command {
         let path = self.dir.path().join("agent.json");
         std::fs::write(&path, cfg.to_string()).expect("write config");
         let mut cmd = Command::new(AGENT);
