@@ -89,6 +89,8 @@ struct SecretState {
     last_error: Option<String>,
     rendered: bool,
     dirty: bool,
+    /// The last write failed: retried (with the failure backoff) until it works.
+    write_failed: bool,
 }
 
 impl SecretState {
@@ -104,6 +106,7 @@ impl SecretState {
             last_error: None,
             rendered: false,
             dirty: false,
+            write_failed: false,
         }
     }
 
@@ -354,18 +357,21 @@ impl Agent {
             match self.do_work(i, work, &token).await {
                 Ok(()) => {
                     let s = &mut self.secrets[i];
-                    if s.failures > 0 {
-                        info!(secret = %s.spec.name, "secret refreshed again after failures");
+                    // A failed write keeps its backoff until a write works.
+                    if !s.write_failed {
+                        if s.failures > 0 {
+                            info!(secret = %s.spec.name, "secret refreshed again after failures");
+                        }
+                        s.failures = 0;
+                        s.retry_at = None;
+                        s.last_error = None;
                     }
-                    s.failures = 0;
-                    s.retry_at = None;
-                    s.last_error = None;
                     self.metrics.success(&s.spec.name, false);
                 }
                 Err(e) => {
                     let forbidden = e.is_forbidden();
                     self.fail(i, e.to_string());
-                    if forbidden && !self.token_still_valid(&token).await {
+                    if forbidden && self.token_gone(&token).await {
                         warn!("the token is no longer valid; logging in again");
                         self.token = None;
                         self.next_login = Instant::now();
@@ -388,12 +394,14 @@ impl Agent {
         self.metrics.failure(&s.spec.name);
     }
 
-    /// After a 403: is the token itself still good (then it is a policy problem)?
-    async fn token_still_valid(&self, token: &Secret) -> bool {
-        self.client
-            .read("auth/token/lookup-self", token)
-            .await
-            .is_ok()
+    /// After a 403: is the token itself gone? Only a 403 from `lookup-self` says so; an
+    /// unreachable or failing Vault is no reason to log in again (and, with it, to fetch a
+    /// new set of dynamic credentials).
+    async fn token_gone(&self, token: &Secret) -> bool {
+        match self.client.read("auth/token/lookup-self", token).await {
+            Ok(_) => false,
+            Err(e) => e.is_forbidden(),
+        }
     }
 
     /// Logs in or renews as scheduled; the token to use, if there is one.
@@ -615,26 +623,41 @@ impl Agent {
             .collect();
         let complete = all.len() == self.secrets.len();
         let mut changed = Vec::new();
+        let now = Instant::now();
         for i in 0..self.secrets.len() {
             let s = &self.secrets[i];
             let Some(own) = all.get(&s.spec.name) else {
                 continue;
             };
+            // A failed write waits for its backoff.
+            if s.write_failed && s.retry_at.is_some_and(|r| r > now) {
+                continue;
+            }
             if uses_other_secrets(&s.spec) && !complete {
                 continue;
             }
             let path = self.cfg.paths.secrets_dir.join(&s.spec.file);
-            let result = self
-                .renderer
-                .render(&s.spec, own, &all)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| {
-                    write_atomic(&path, &bytes, s.spec.mode, s.spec.group)
-                        .map_err(|e| e.to_string())
-                });
-            match result {
+            let bytes = match self.renderer.render(&s.spec, own, &all) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    // The same data renders the same way: wait for new data.
+                    error!(secret = %s.spec.name, error = %e, "render failed; keeping the last good file");
+                    self.secrets[i].dirty = false;
+                    self.secrets[i].last_error = Some(e.to_string());
+                    self.metrics.failure(&self.secrets[i].spec.name);
+                    continue;
+                }
+            };
+            match write_atomic(&path, &bytes, s.spec.mode, s.spec.group) {
                 Ok(written) => {
                     let s = &mut self.secrets[i];
+                    if s.write_failed {
+                        info!(secret = %s.spec.name, "file written again after failures");
+                        s.write_failed = false;
+                        s.failures = 0;
+                        s.retry_at = None;
+                        s.last_error = None;
+                    }
                     s.rendered = true;
                     s.dirty = false;
                     if written != Written::Unchanged {
@@ -645,11 +668,11 @@ impl Agent {
                         changed.push(i);
                     }
                 }
-                Err(msg) => {
-                    error!(secret = %self.secrets[i].spec.name, error = %msg, "render/write failed; keeping the last good file");
-                    self.secrets[i].dirty = false;
-                    self.secrets[i].last_error = Some(msg);
-                    self.metrics.failure(&self.secrets[i].spec.name);
+                Err(e) => {
+                    // Disk full, permissions, a path in the way: may clear, so the secret
+                    // stays dirty and the write is retried with backoff.
+                    self.secrets[i].write_failed = true;
+                    self.fail(i, e.to_string());
                 }
             }
         }

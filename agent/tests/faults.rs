@@ -3,6 +3,10 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Harness, app_env, assert_no_leak, config, kv_policy, read, wait_log};
@@ -238,4 +242,63 @@ fn sigint_while_openbao_is_unreachable_still_exits_promptly() {
         "took {:?}",
         start.elapsed()
     );
+}
+
+/// A stand-in Vault for one fault: the first token lookup (the login) works, later ones
+/// answer 500; reading the secret is refused with 403. Returns its address and the number
+/// of lookups it answered.
+fn vault_with_failing_lookups() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = format!("http://{}", listener.local_addr().expect("addr"));
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let count = lookups.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head);
+            let (status, body) = if head.contains("/v1/auth/token/lookup-self ") {
+                if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                    ("200 OK", r#"{"data":{"ttl":3600,"renewable":false}}"#)
+                } else {
+                    (
+                        "500 Internal Server Error",
+                        r#"{"errors":["storage unavailable"]}"#,
+                    )
+                }
+            } else {
+                ("403 Forbidden", r#"{"errors":["permission denied"]}"#)
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, lookups)
+}
+
+#[test]
+fn only_a_403_from_lookup_self_means_the_token_is_gone() {
+    let (addr, lookups) = vault_with_failing_lookups();
+    let h = Harness::new();
+    let cfg = config(
+        &addr,
+        h.token_auth("a-token"),
+        json!([{ "name": "app", "path": "secret/data/app", "file": "app.env" }]),
+    );
+    let mut agent = h.run(&cfg);
+    // Each 403 on the secret makes the agent look the token up; those lookups fail (500).
+    wait_until(Duration::from_secs(15), "three checks after a 403", || {
+        agent.assert_running();
+        lookups.load(Ordering::SeqCst) >= 4
+    });
+    let log = agent.log();
+    assert_eq!(log.matches("logged in").count(), 1, "{log}");
+    assert_eq!(log.matches("logging in again").count(), 0, "{log}");
 }

@@ -138,7 +138,7 @@ fn template_errors_and_deleted_secrets_keep_the_last_good_file() {
 
     // A key the template needs disappears: clear error naming the key, file kept.
     bao.write_kv("secret/app", &[("user", "u2")]);
-    wait_log(&mut agent, "render/write failed", Duration::from_secs(5));
+    wait_log(&mut agent, "render failed", Duration::from_secs(5));
     let log = agent.log();
     assert!(
         log.contains("\"password\"") && log.contains("secret \"app\": cannot render"),
@@ -336,5 +336,47 @@ fn kv_secret_deleted_and_written_again_is_picked_up() {
         agent.assert_running();
         read(&h.file("app.env")) == format!("password={pw2}\n")
     });
+    assert_no_leak(&agent.log(), &[&pw1, &pw2, &token]);
+}
+
+#[test]
+fn a_failed_file_write_is_retried_with_backoff_until_it_works() {
+    let bao = OpenBao::dev();
+    let h = Harness::new();
+    let pw1 = random_hex(10);
+    let (token, mut cfg) = app_env(&bao, &h, &[("password", &pw1)]);
+    cfg["secrets"][0]["file"] = json!("sub/app.env");
+    let mut agent = h.run(&cfg);
+    h.wait_ready(&mut agent, Duration::from_secs(10));
+    assert_eq!(read(&h.file("sub/app.env")), format!("password={pw1}\n"));
+
+    // A file takes the directory's place: the write fails (for root too, unlike a mode).
+    let sub = h.secrets.join("sub");
+    std::fs::remove_dir_all(&sub).expect("remove dir");
+    std::fs::write(&sub, "in the way").expect("write blocker");
+    let pw2 = random_hex(10);
+    bao.write_kv("secret/app", &[("password", &pw2)]);
+    wait_until(Duration::from_secs(10), "the write retried", || {
+        agent.assert_running();
+        agent
+            .log()
+            .matches("refresh failed; keeping the last good file")
+            .count()
+            >= 3
+    });
+    std::fs::remove_file(&sub).expect("remove blocker");
+    wait_until(
+        Duration::from_secs(5),
+        "file written after the fault",
+        || {
+            agent.assert_running();
+            read(&h.file("sub/app.env")) == format!("password={pw2}\n")
+        },
+    );
+    wait_log(
+        &mut agent,
+        "file written again after failures secret=app",
+        Duration::from_secs(5),
+    );
     assert_no_leak(&agent.log(), &[&pw1, &pw2, &token]);
 }
