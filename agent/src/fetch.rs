@@ -37,6 +37,14 @@ pub enum FetchError {
         /// Vault path.
         path: String,
     },
+    /// Vault did not answer within a job's deadline.
+    #[error("secret {secret:?}: no answer from Vault within {after:?}; retrying")]
+    TimedOut {
+        /// Secret name.
+        secret: String,
+        /// The deadline.
+        after: Duration,
+    },
     /// The latest KV v2 version is deleted or destroyed.
     #[error(
         "secret {secret:?}: version {version} at {path} is deleted; keeping the last good file"

@@ -32,4 +32,10 @@ pub mod render;
 #[cfg(feature = "runtime")]
 pub mod renew;
 #[cfg(feature = "runtime")]
+pub(crate) mod schedule;
+#[cfg(feature = "runtime")]
+pub(crate) mod tasks;
+#[cfg(feature = "runtime")]
+pub(crate) mod token;
+#[cfg(feature = "runtime")]
 pub mod write;
