@@ -233,7 +233,7 @@ fn prepare(pod: &Pod, settings: &Settings, job: bool) -> Result<Result<Prepared,
 }
 
 fn inject(mut pod: Pod, p: Prepared, settings: &Settings) -> Result<Outcome, Deny> {
-    let warnings = pod
+    let mut warnings = pod
         .spec
         .as_ref()
         .map(|spec| {
@@ -247,6 +247,7 @@ fn inject(mut pod: Pod, p: Prepared, settings: &Settings) -> Result<Outcome, Den
             w
         })
         .unwrap_or_default();
+    warnings.extend(crate::advice::warnings(&p.config, p.plan.mode));
     apply(&mut pod, &p.plan, &p.config, settings, &p.req)?;
     Ok(Outcome::Injected(Box::new(Injection {
         pod,
