@@ -120,7 +120,15 @@ async fn run_role(role: Role, cfg: AgentConfig) -> anyhow::Result<()> {
     let exit = cfg.exit.clone();
     let agent = Agent::new(cfg, metrics)?;
     match role {
-        Role::Init => agent.init().await?,
+        Role::Init => {
+            // As PID 1 (no shared process namespace) the kernel ignores signals without a
+            // handler, so without this a deleted Pod would wait out its grace period.
+            let stop = stop_signal()?;
+            tokio::select! {
+                result = agent.init() => result?,
+                () = stop => anyhow::bail!("stopped by a signal before every secret was rendered"),
+            }
+        }
         Role::Run => {
             let stop = stop_signal()?;
             agent

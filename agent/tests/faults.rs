@@ -302,3 +302,56 @@ fn only_a_403_from_lookup_self_means_the_token_is_gone() {
     assert_eq!(log.matches("logged in").count(), 1, "{log}");
     assert_eq!(log.matches("logging in again").count(), 0, "{log}");
 }
+
+#[test]
+fn init_as_pid_1_exits_promptly_on_sigterm() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: a new PID namespace (unshare --pid) needs root");
+        return;
+    }
+    let h = Harness::new();
+    // Nothing listens: init keeps retrying its login until the 10 s deadline.
+    let cfg = config(
+        &format!("http://127.0.0.1:{}", free_port()),
+        h.token_auth("unused"),
+        json!([{ "name": "app", "path": "secret/data/app", "file": "app.env" }]),
+    );
+    let agent_cmd = h.command("init", &cfg);
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child"])
+        .arg(agent_cmd.get_program())
+        .args(agent_cmd.get_args())
+        .env_remove("VAULTLET_AGENT_CONFIG");
+    let mut ns = vaultlet_testkit::Process::spawn(
+        "unshare vaultlet-agent init",
+        cmd,
+        &h.dir.path().join("init.log"),
+    );
+    wait_log(&mut ns, "login failed", Duration::from_secs(10));
+    // The agent: PID 1 of the new namespace, the only child of unshare.
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", ns.pid()))
+        .expect("children of unshare");
+    let agent: i32 = children.trim().parse().expect("one child pid");
+    let status = std::fs::read_to_string(format!("/proc/{agent}/status")).expect("status");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NSpid:") && l.trim_end().ends_with("\t1")),
+        "the agent must be PID 1 in its namespace: {status}"
+    );
+    let sent = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent), Signal::SIGTERM).expect("kill");
+    let exit = ns.wait_exit(Duration::from_secs(5));
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(exit.code(), Some(1), "{}", ns.log());
+    assert!(
+        ns.log()
+            .contains("stopped by a signal before every secret was rendered"),
+        "{}",
+        ns.log()
+    );
+}
