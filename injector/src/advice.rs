@@ -1,10 +1,41 @@
-//! Admission warnings for settings that are valid but will surprise later: pure checks on
-//! the resolved agent config and injection mode.
+//! Admission advice: warnings for settings that are valid but will surprise later, and the
+//! refusal of `exec:` notifications the agent image cannot run. Pure checks.
 
-use vaultlet_agent::config::{AgentConfig, AuthConfig, SecretSpec};
+use vaultlet_agent::config::{AgentConfig, AuthConfig, NotifySpec, SecretSpec};
 
-use crate::annotations::PREFIX;
-use crate::mutate::InjectMode;
+use crate::annotations::{AnnotationError, PREFIX, PodRequest};
+use crate::mutate::{Deny, InjectMode};
+use crate::settings::Settings;
+
+/// Refuses `exec:` notifications unless the operator declared (`--allow-exec-notify`) that
+/// the agent image holds what they run: the shipped image holds only the agent binary (no
+/// shell, no tools), so every such command would fail at every change.
+pub fn refuse_exec(req: &PodRequest, settings: &Settings) -> Result<(), Deny> {
+    if settings.agent.allow_exec_notify {
+        return Ok(());
+    }
+    let pod = std::iter::once(("notify".to_owned(), &req.notify));
+    let per_secret = req
+        .secrets
+        .iter()
+        .map(|(name, s)| (format!("notify-{name}"), &s.notify));
+    for (key, targets) in pod.chain(per_secret) {
+        if let Some(NotifySpec::Exec { command }) = targets
+            .iter()
+            .find(|t| matches!(t, NotifySpec::Exec { .. }))
+        {
+            return Err(Deny::Annotation(AnnotationError::Invalid {
+                key: format!("{PREFIX}{key}"),
+                value: format!("{:?}", format!("exec:{}", command.join(" "))),
+                reason: "exec: runs the command inside the agent container, whose image holds \
+                         only the agent (no shell or tools); use signal: or http:, or ask the \
+                         operator for an agent image with the tools and --allow-exec-notify"
+                    .into(),
+            }));
+        }
+    }
+    Ok(())
+}
 
 /// Every warning for this config and mode, in a stable order.
 pub fn warnings(config: &AgentConfig, mode: InjectMode) -> Vec<String> {
@@ -120,6 +151,32 @@ mod tests {
                 "vaultlet.io/approle-secret-id-wrapped: a wrapped secret-id can be unwrapped once, but in classic mode the init agent and the sidecar each log in, so the sidecar's login fails; use native sidecars or a secret-id that is not wrapped"
             ]
         );
+    }
+
+    #[test]
+    fn exec_notifications_are_refused_unless_the_operator_allows_them() {
+        use crate::mutate::{Outcome, mutate};
+        let pod = crate::testutil::mk_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "p", "labels": { "vaultlet.io/inject": "true" },
+                          "annotations": { "vaultlet.io/role": "app",
+                                           "vaultlet.io/secret-db": "secret/data/db",
+                                           "vaultlet.io/notify-db": "exec:/bin/sh -c reload" } },
+            "spec": { "containers": [{ "name": "app", "image": "app:1" }] }
+        }));
+        let mut settings = Settings::defaults();
+        let err = mutate(&pod, &settings).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            AnnotationError::Invalid {
+                key: "vaultlet.io/notify-db".into(),
+                value: "\"exec:/bin/sh -c reload\"".into(),
+                reason: "exec: runs the command inside the agent container, whose image holds only the agent (no shell or tools); use signal: or http:, or ask the operator for an agent image with the tools and --allow-exec-notify".into(),
+            }
+            .to_string()
+        );
+        settings.agent.allow_exec_notify = true;
+        assert!(matches!(mutate(&pod, &settings), Ok(Outcome::Injected(_))));
     }
 
     #[test]

@@ -222,6 +222,7 @@ fn prepare(pod: &Pod, settings: &Settings, job: bool) -> Result<Result<Prepared,
         return Ok(Err(Skip::NotPending));
     }
     let req = annotations::parse(annotations)?;
+    crate::advice::refuse_exec(&req, settings)?;
     let spec = pod
         .spec
         .as_ref()

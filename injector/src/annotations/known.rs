@@ -212,7 +212,7 @@ pub const KNOWN: &[Known] = &[
     pod(
         "notify",
         "(none)",
-        "Sent after any file changed, one per line: `signal:<SIGNAL>:<process>` (sets `shareProcessNamespace: true` on the pod), `[GET|POST|PUT ]http(s)://...`, or `exec:<command>`.",
+        "Sent after any file changed, one per line: `signal:<SIGNAL>:<process>` (sets `shareProcessNamespace: true` on the pod), `[GET|POST|PUT ]http(s)://...`, or `exec:<command>` (refused unless the operator set `--allow-exec-notify` for an agent image that holds the command: the default image holds only the agent).",
         "signal:SIGHUP:nginx",
     ),
     pod(
