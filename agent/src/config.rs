@@ -100,6 +100,10 @@ pub struct AgentConfig {
     /// Address (`127.0.0.1:9102`) of the Prometheus metrics listener; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<String>,
+    /// Classic mode: `init` leaves its token, leases and data in the state dir (0600) and
+    /// `run` adopts them, so the Pod gets one login and one set of dynamic credentials.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handoff: bool,
 }
 
 fn default_refresh() -> Duration {
@@ -785,6 +789,7 @@ mod tests {
             exit: ExitPolicy::Never,
             log: LogConfig::default(),
             metrics_addr: None,
+            handoff: false,
         }
     }
 

@@ -20,6 +20,8 @@ pub mod exit;
 #[cfg(feature = "runtime")]
 pub mod fetch;
 #[cfg(feature = "runtime")]
+pub mod handoff;
+#[cfg(feature = "runtime")]
 pub mod metrics;
 #[cfg(feature = "runtime")]
 pub mod notify;

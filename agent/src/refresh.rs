@@ -18,6 +18,7 @@ use crate::auth::Authenticator;
 use crate::client::{ClientError, Secret, VaultClient};
 use crate::config::AgentConfig;
 use crate::fetch::{self, Fetched};
+use crate::handoff::Handoff;
 use crate::metrics::Metrics;
 use crate::render::{RenderFailure, Renderer};
 use crate::renew::{after, backoff, jitter, next_renewal};
@@ -110,6 +111,7 @@ impl Agent {
             let stopped = self.turn(deadline.as_mut()).await;
             if self.all_rendered() {
                 info!(secrets = self.secrets.len(), "all secrets rendered");
+                self.hand_off();
                 return Ok(());
             }
             if stopped {
@@ -149,6 +151,9 @@ impl Agent {
     /// The `run` role: keep everything fresh until `stop` resolves, then shut down.
     pub async fn run(mut self, stop: impl Future<Output = ()>) {
         self.notify_enabled = true;
+        if self.cfg.handoff {
+            self.adopt_handoff();
+        }
         tokio::pin!(stop);
         while !self.turn(stop.as_mut()).await {}
         self.in_flight.abort_all();
@@ -180,6 +185,61 @@ impl Agent {
         }
         self.render_and_write();
         false
+    }
+
+    /// Classic mode, end of `init`: leave the token, leases and data to the sidecar.
+    fn hand_off(&self) {
+        if !self.cfg.handoff {
+            return;
+        }
+        let Some(token) = self.tokens.handed(Instant::now()) else {
+            return;
+        };
+        let secrets = self.secrets.iter().filter_map(|s| {
+            let f = s.fetched.as_ref()?;
+            Some((
+                s.spec.name.as_str(),
+                s.spec.path.as_str(),
+                f,
+                s.lease_requested,
+            ))
+        });
+        match Handoff::new(&token, secrets).write(&self.cfg.paths.state_dir) {
+            Ok(()) => info!("handed the token, leases and data over to the sidecar"),
+            Err(e) => warn!(error = %e, "cannot write the handoff; the sidecar will log in itself"),
+        }
+    }
+
+    /// Classic mode, start of `run`: adopt what the init agent handed over, so nothing is
+    /// fetched, written or notified again.
+    fn adopt_handoff(&mut self) {
+        let Some(handoff) = Handoff::take(&self.cfg.paths.state_dir) else {
+            info!("no handoff from an init agent; logging in");
+            return;
+        };
+        let Some(token) = handoff.token() else {
+            info!("the init agent's token has expired; logging in");
+            return;
+        };
+        let now = Instant::now();
+        self.tokens.adopt(token, now);
+        let mut adopted = 0;
+        for s in &mut self.secrets {
+            let Some((f, requested)) = handoff.secret(&s.spec.name, &s.spec.path) else {
+                continue;
+            };
+            s.due = schedule(&f, now, SystemTime::now());
+            s.lease_requested = requested;
+            s.fetched = Some(f);
+            // The init agent wrote its file.
+            s.rendered = true;
+            adopted += 1;
+        }
+        self.ready = self.all_rendered();
+        info!(
+            secrets = adopted,
+            "adopted the init agent's leases and data"
+        );
     }
 
     /// When the next turn is due (a job ending wakes the loop too).

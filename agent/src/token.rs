@@ -9,6 +9,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{AuthError, Authenticator, Token};
 use crate::client::{Secret, VaultClient};
+use crate::handoff::HandedToken;
 use crate::metrics::Metrics;
 use crate::renew::{after, backoff, capped, jitter, next_renewal};
 use crate::write::write_atomic;
@@ -87,6 +88,40 @@ impl TokenManager {
             None => Some(self.next_login),
             Some(t) => t.next.map(|(at, _)| at),
         }
+    }
+
+    /// The current token as the handoff carries it (time left, not the original TTL).
+    pub(crate) fn handed(&self, now: Instant) -> Option<HandedToken> {
+        let t = self.state.as_ref()?;
+        Some(HandedToken {
+            secret: t.token.secret.clone(),
+            ttl: t
+                .expires
+                .map_or(Duration::ZERO, |x| x.saturating_duration_since(now)),
+            login_ttl: t.login_ttl,
+            renewable: t.token.renewable,
+        })
+    }
+
+    /// Takes over the init agent's token instead of logging in.
+    pub(crate) fn adopt(&mut self, t: HandedToken, now: Instant) {
+        info!(
+            ttl_secs = t.ttl.as_secs(),
+            renewable = t.renewable,
+            "adopted the init agent's token"
+        );
+        let token = Token {
+            secret: t.secret,
+            ttl: t.ttl,
+            renewable: t.renewable,
+        };
+        // The time left is shorter than the TTL granted at login, which is no cap: schedule
+        // by the time left, then compare later renewals with the login TTL.
+        let mut state = token_state(token, t.ttl, now);
+        state.login_ttl = t.login_ttl;
+        self.metrics.token_expires(state.expires);
+        self.state = Some(state);
+        self.logins = 1;
     }
 
     /// The token is gone (revoked, expired): log in again at once.

@@ -72,15 +72,7 @@ fn hanging_proxy(upstream: String, hang: &'static str) -> String {
 fn a_hanging_secret_path_delays_no_token_or_lease_renewal() {
     let pg = Postgres::start();
     let bao = OpenBao::dev();
-    bao.enable_database_postgres(&pg, "app", "3s", "60s");
-    bao.write_kv("secret/slow", &[("k", "v")]);
-    bao.policy(
-        "app",
-        r#"path "database/creds/app" { capabilities = ["read"] }
-           path "sys/leases/renew" { capabilities = ["update"] }
-           path "secret/data/slow" { capabilities = ["read"] }
-           path "secret/metadata/slow" { capabilities = ["read"] }"#,
-    );
+    common::db_and_kv(&bao, &pg, "3s", "slow");
     // A token that lives 3 s unless renewed.
     let token = bao.create_token(&["app"], Some("3s"));
     let proxy = hanging_proxy(format!("127.0.0.1:{}", bao.port()), "/v1/secret/data/slow");

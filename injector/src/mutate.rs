@@ -433,6 +433,7 @@ fn agent_config(req: &PodRequest, s: &Settings, plan: &Plan) -> Result<AgentConf
             level: req.log_level.clone().unwrap_or_else(|| "info".into()),
         },
         metrics_addr: req.metrics_port.map(|p| format!("0.0.0.0:{p}")),
+        handoff: plan.mode == InjectMode::Classic,
     };
     config.validate()?;
     Ok(config)

@@ -141,6 +141,22 @@ pub fn app_env(bao: &OpenBao, h: &Harness, pairs: &[(&str, &str)]) -> (String, V
     (token, cfg)
 }
 
+/// Database role `app` (leases of `ttl`, max 60 s) on `pg`, KV v2 `secret/<kv>` = `k=v`, and
+/// policy `app` reading both and renewing leases.
+pub fn db_and_kv(bao: &OpenBao, pg: &vaultlet_testkit::Postgres, ttl: &str, kv: &str) {
+    bao.enable_database_postgres(pg, "app", ttl, "60s");
+    bao.write_kv(&format!("secret/{kv}"), &[("k", "v")]);
+    bao.policy(
+        "app",
+        &format!(
+            r#"path "database/creds/app" {{ capabilities = ["read"] }}
+               path "sys/leases/renew" {{ capabilities = ["update"] }}
+               path "secret/data/{kv}" {{ capabilities = ["read"] }}
+               path "secret/metadata/{kv}" {{ capabilities = ["read"] }}"#
+        ),
+    );
+}
+
 /// A policy reading (data and metadata of) the KV v2 secrets under `secret/<name>`.
 pub fn kv_policy(bao: &OpenBao, policy: &str, names: &[&str]) {
     let hcl: String = names
