@@ -24,10 +24,15 @@ fi
 export RUSTC_BOOTSTRAP=1
 flags=(--sanitizer none --debug-assertions)
 log="$(mktemp)"
-trap 'rm -rf "$log" "$work"' EXIT
 work="$(mktemp -d)"
+trap 'rm -rf "$log" "$work"' EXIT
 if ! cargo fuzz build "${flags[@]}" >"$log" 2>&1; then
   tail -n 30 "$log" >&2
+  # A compile error in our code is a failure; anything else is the toolchain.
+  if grep -q '^error\[E[0-9]' "$log"; then
+    loud "the fuzz targets do not compile (output above)"
+    exit 1
+  fi
   loud "SKIPPED, the fuzz targets did not build with this toolchain (output above)"
   exit 0
 fi
