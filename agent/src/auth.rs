@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::client::{ClientError, Secret, VaultClient};
 use crate::config::AuthConfig;
+use crate::renew::ttl_secs;
 
 /// Errors while obtaining or keeping a token.
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +146,7 @@ impl Authenticator {
         })?;
         Ok(Token {
             secret: auth.client_token,
-            ttl: Duration::from_secs(auth.lease_duration),
+            ttl: ttl_secs(auth.lease_duration),
             renewable: auth.renewable,
         })
     }
@@ -188,7 +189,7 @@ impl Authenticator {
         })?;
         Ok(Token {
             secret,
-            ttl: Duration::from_secs(data.get("ttl").and_then(|v| v.as_u64()).unwrap_or(0)),
+            ttl: ttl_secs(data.get("ttl").and_then(|v| v.as_u64()).unwrap_or(0)),
             renewable: data
                 .get("renewable")
                 .and_then(|v| v.as_bool())
@@ -210,7 +211,7 @@ impl Authenticator {
         })?;
         Ok(Token {
             secret: token.clone(),
-            ttl: Duration::from_secs(auth.lease_duration),
+            ttl: ttl_secs(auth.lease_duration),
             renewable: auth.renewable,
         })
     }

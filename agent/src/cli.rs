@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{AgentConfig, CONFIG_ENV, DEFAULT_STATE_DIR, ExitPolicy, LogFormat};
 use crate::metrics::{self, Metrics};
@@ -50,18 +50,23 @@ pub enum Role {
 
 /// Entry point behind `main`: parses arguments and runs the role.
 pub fn main() -> ExitCode {
+    // First, before the config or any token is in memory.
+    let dumpable = make_non_dumpable();
     let cli = Cli::parse();
     if let Role::Probe = cli.role {
         return probe_role(&cli);
     }
-    let cfg = match load_config(&cli) {
-        Ok(cfg) => cfg,
+    let (cfg, filter) = match load_config(&cli).and_then(|cfg| Ok((log_filter(&cfg)?, cfg))) {
+        Ok((filter, cfg)) => (cfg, filter),
         Err(e) => {
             eprintln!("vaultlet-agent: {e:#}");
             return ExitCode::from(2);
         }
     };
-    init_logging(&cfg);
+    init_logging(&cfg, filter);
+    if let Err(e) = dumpable {
+        warn!(error = %e, "cannot make the process non-dumpable; processes of the same user may read its memory");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -115,7 +120,15 @@ async fn run_role(role: Role, cfg: AgentConfig) -> anyhow::Result<()> {
     let exit = cfg.exit.clone();
     let agent = Agent::new(cfg, metrics)?;
     match role {
-        Role::Init => agent.init().await?,
+        Role::Init => {
+            // As PID 1 (no shared process namespace) the kernel ignores signals without a
+            // handler, so without this a deleted Pod would wait out its grace period.
+            let stop = stop_signal()?;
+            tokio::select! {
+                result = agent.init() => result?,
+                () = stop => anyhow::bail!("stopped by a signal before every secret was rendered"),
+            }
+        }
         Role::Run => {
             let stop = stop_signal()?;
             agent
@@ -186,18 +199,35 @@ pub fn load_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
 pub fn parse_config_file(path: &Path) -> anyhow::Result<AgentConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let what = || format!("invalid config file {}", path.display());
+    parse_config_text(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// Parses and validates config text: JSON when it starts with `{`, YAML otherwise.
+pub fn parse_config_text(text: &str) -> anyhow::Result<AgentConfig> {
     if text.trim_start().starts_with('{') {
-        return AgentConfig::from_json(&text).with_context(what);
+        return Ok(AgentConfig::from_json(text)?);
     }
-    let cfg: AgentConfig = serde_saphyr::from_str(&text).with_context(what)?;
-    cfg.validate().with_context(what)?;
+    let cfg: AgentConfig = serde_saphyr::from_str(text)?;
+    cfg.validate()?;
     Ok(cfg)
 }
 
-fn init_logging(cfg: &AgentConfig) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&cfg.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+/// Makes the process non-dumpable (`PR_SET_DUMPABLE` 0). A process of the same user, such
+/// as the app in a Pod with a shared process namespace, then cannot read the agent's memory,
+/// environment or mounts (`/proc/<pid>/mem`, `environ`, `root/...`): those need ptrace
+/// access, which the kernel refuses for a non-dumpable process. Children (exec
+/// notifications) are dumpable again after their `execve`.
+pub fn make_non_dumpable() -> nix::Result<()> {
+    nix::sys::prctl::set_dumpable(false)
+}
+
+/// The log filter of the config; a filter that does not parse is a config error.
+fn log_filter(cfg: &AgentConfig) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
+        .with_context(|| format!("invalid config: log level filter {:?}", cfg.log.level))
+}
+
+fn init_logging(cfg: &AgentConfig, filter: tracing_subscriber::EnvFilter) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -253,6 +283,28 @@ mod tests {
         let cfg = load_config(&cli).expect("config");
         assert_eq!(cfg.paths.secrets_dir, PathBuf::from("/tmp/s"));
         assert_eq!(cfg.paths.state_dir, PathBuf::from("/tmp/st"));
+    }
+
+    #[test]
+    fn the_process_is_not_dumpable() {
+        make_non_dumpable().expect("prctl");
+        assert!(!nix::sys::prctl::get_dumpable().expect("prctl"));
+    }
+
+    #[test]
+    fn a_bad_log_filter_is_a_config_error() {
+        let mut cfg: AgentConfig = serde_saphyr::from_str(
+            "version: 1\nvault: {address: 'http://127.0.0.1:8200'}\nauth: {method: token, tokenFile: /t}\nsecrets: [{name: db, path: secret/data/db, file: db}]\n",
+        )
+        .expect("config");
+        cfg.log.level = "vaultlet_agent=loud".into();
+        let err = format!("{:#}", log_filter(&cfg).unwrap_err());
+        assert!(
+            err.starts_with("invalid config: log level filter \"vaultlet_agent=loud\": "),
+            "{err}"
+        );
+        cfg.log.level = "info,vaultlet_agent=debug".into();
+        assert!(log_filter(&cfg).is_ok());
     }
 
     #[test]

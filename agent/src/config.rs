@@ -100,6 +100,10 @@ pub struct AgentConfig {
     /// Address (`127.0.0.1:9102`) of the Prometheus metrics listener; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<String>,
+    /// Classic mode: `init` leaves its token, leases and data in the state dir (0600) and
+    /// `run` adopts them, so the Pod gets one login and one set of dynamic credentials.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handoff: bool,
 }
 
 fn default_refresh() -> Duration {
@@ -478,11 +482,14 @@ impl FromStr for LogFormat {
     }
 }
 
+/// The longest refresh interval or init deadline a config may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
 impl AgentConfig {
     /// Parses the JSON the injector wrote, then [`validate`](Self::validate)s it.
     pub fn from_json(s: &str) -> Result<Self, ConfigError> {
         let cfg: Self = serde_json::from_str(s)
-            .map_err(|e| ConfigError::invalid("config", format!("not valid config JSON: {e}")))?;
+            .map_err(|e| ConfigError::invalid("config", format!("not a valid config: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -533,11 +540,14 @@ impl AgentConfig {
                 "no secret to render; add at least one",
             ));
         }
-        if self.refresh_interval < Duration::from_millis(100) {
+        if self.refresh_interval < Duration::from_millis(100) || self.refresh_interval > MAX_WAIT {
             return Err(ConfigError::invalid(
                 "refreshInterval",
-                "must be at least 100ms",
+                "must be between 100ms and 24h",
             ));
+        }
+        if self.init_deadline > MAX_WAIT {
+            return Err(ConfigError::invalid("initDeadline", "must be at most 24h"));
         }
         let mut names = std::collections::BTreeSet::new();
         let mut files = std::collections::BTreeSet::new();
@@ -779,6 +789,7 @@ mod tests {
             exit: ExitPolicy::Never,
             log: LogConfig::default(),
             metrics_addr: None,
+            handoff: false,
         }
     }
 
@@ -867,6 +878,25 @@ mod tests {
         for bad in ["", "DB", "-a", "a-", "a_b", "a.b", &"x".repeat(64)] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn intervals_out_of_bounds_are_config_errors() {
+        let mut cfg = mk_config();
+        cfg.refresh_interval = Duration::from_secs(100 * 365 * 24 * 3600);
+        assert_eq!(
+            cfg.validate().unwrap_err().to_string(),
+            ConfigError::invalid("refreshInterval", "must be between 100ms and 24h").to_string()
+        );
+        let mut cfg = mk_config();
+        cfg.init_deadline = Duration::MAX;
+        assert_eq!(
+            cfg.validate().unwrap_err().to_string(),
+            ConfigError::invalid("initDeadline", "must be at most 24h").to_string()
+        );
+        let mut cfg = mk_config();
+        cfg.refresh_interval = Duration::from_secs(24 * 3600);
+        assert!(cfg.validate().is_ok());
     }
 
     #[test]

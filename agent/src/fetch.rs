@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::client::{ClientError, Response, Secret, VaultClient};
 use crate::config::SecretSpec;
+use crate::renew::{MAX_TTL, ttl_secs};
 
 /// Errors while fetching one secret; each names the secret.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,14 @@ pub enum FetchError {
         secret: String,
         /// Vault path.
         path: String,
+    },
+    /// Vault did not answer within a job's deadline.
+    #[error("secret {secret:?}: no answer from Vault within {after:?}; retrying")]
+    TimedOut {
+        /// Secret name.
+        secret: String,
+        /// The deadline.
+        after: Duration,
     },
     /// The latest KV v2 version is deleted or destroyed.
     #[error(
@@ -88,7 +97,7 @@ pub struct Fetched {
     /// The fields (for KV v2, the inner `data.data`).
     pub data: Map<String, Value>,
     /// KV v2 version, when the answer had the KV v2 shape.
-    pub kv2_version: Option<u64>,
+    pub kv2_version: Option<Kv2Version>,
     /// The lease of a dynamic secret.
     pub lease: Option<Lease>,
     /// Expiry of an issued certificate (`data.expiration` of PKI answers).
@@ -106,11 +115,32 @@ impl std::fmt::Debug for Fetched {
     }
 }
 
+/// One KV v2 version: its number and when it was written. Numbers start again at 1 when a
+/// secret's metadata is deleted and the secret written anew, so only both tell versions apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kv2Version {
+    /// The version number.
+    pub number: u64,
+    /// Its `created_time` (RFC 3339, as Vault wrote it); empty when the answer had none.
+    pub created: String,
+}
+
+impl Kv2Version {
+    /// True when `other` is this version; a missing creation time on either side matches
+    /// any (older servers, partial answers), so that never causes a read every interval.
+    pub fn same_as(&self, other: &Kv2Version) -> bool {
+        self.number == other.number
+            && (self.created.is_empty()
+                || other.created.is_empty()
+                || self.created == other.created)
+    }
+}
+
 /// What KV v2 metadata says about the latest version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kv2Meta {
-    /// The current version number.
-    pub current_version: u64,
+    /// The current version.
+    pub current: Kv2Version,
     /// The current version is deleted or destroyed.
     pub deleted: bool,
 }
@@ -138,14 +168,20 @@ pub fn kv2_metadata_path(path: &str) -> Option<String> {
 pub fn interpret(resp: Response) -> Option<Fetched> {
     let lease = (!resp.lease_id.is_empty()).then(|| Lease {
         id: resp.lease_id.clone(),
-        ttl: Duration::from_secs(resp.lease_duration),
+        ttl: ttl_secs(resp.lease_duration),
         renewable: resp.renewable,
     });
     let mut data = resp.data?;
     if let (Some(Value::Object(_)), Some(Value::Object(meta))) =
         (data.get("data"), data.get("metadata"))
     {
-        let version = meta.get("version").and_then(Value::as_u64);
+        let version = meta
+            .get("version")
+            .and_then(Value::as_u64)
+            .map(|number| Kv2Version {
+                number,
+                created: created_time(meta.get("created_time")),
+            });
         if let Some(Value::Object(inner)) = data.remove("data") {
             return Some(Fetched {
                 data: inner,
@@ -159,7 +195,12 @@ pub fn interpret(resp: Response) -> Option<Fetched> {
         .get("expiration")
         .and_then(Value::as_u64)
         .filter(|&s| s > 0)
-        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        // Past what the clock can hold: as far as it can, which is "not for a long time".
+        .map(|s| {
+            SystemTime::UNIX_EPOCH
+                .checked_add(Duration::from_secs(s))
+                .unwrap_or_else(|| SystemTime::now() + MAX_TTL)
+        });
     Some(Fetched {
         data,
         kv2_version: None,
@@ -222,9 +263,16 @@ pub fn parse_kv2_meta(data: &Map<String, Value>) -> Option<Kv2Meta> {
             .is_some_and(|f| f.as_str().is_some_and(|s| !s.is_empty()) || f.as_bool() == Some(true))
     };
     Some(Kv2Meta {
-        current_version,
+        current: Kv2Version {
+            number: current_version,
+            created: created_time(version.and_then(|v| v.get("created_time"))),
+        },
         deleted: is_set("deletion_time") || is_set("destroyed"),
     })
+}
+
+fn created_time(v: Option<&Value>) -> String {
+    v.and_then(Value::as_str).unwrap_or_default().to_owned()
 }
 
 /// Renews a lease (`sys/leases/renew`), asking for `increment`; returns the granted lease.
@@ -255,7 +303,7 @@ pub async fn renew_lease(
         } else {
             resp.lease_id
         },
-        ttl: Duration::from_secs(resp.lease_duration),
+        ttl: ttl_secs(resp.lease_duration),
         renewable: resp.renewable,
     })
 }
@@ -289,7 +337,13 @@ mod tests {
                 "lease_id":"","lease_duration":0,"renewable":false}"#,
         ))
         .expect("fetched");
-        assert_eq!(f.kv2_version, Some(3));
+        assert_eq!(
+            f.kv2_version,
+            Some(Kv2Version {
+                number: 3,
+                created: "x".into()
+            })
+        );
         assert_eq!(f.data.get("user"), Some(&json!("u")));
         assert!(f.lease.is_none());
     }
@@ -333,6 +387,18 @@ mod tests {
     }
 
     #[test]
+    fn extreme_ttls_and_expirations_are_clamped() {
+        let f = interpret(mk_resp(&format!(
+            r#"{{"data":{{"expiration":{}}},"lease_id":"l","lease_duration":{},"renewable":true}}"#,
+            u64::MAX,
+            u64::MAX
+        )))
+        .expect("fetched");
+        assert_eq!(f.lease.map(|l| l.ttl), Some(MAX_TTL));
+        assert!(f.expires_at.expect("expiry") > SystemTime::now() + Duration::from_secs(3600));
+    }
+
+    #[test]
     fn pinned_version_path() {
         let mut spec: SecretSpec =
             serde_json::from_str(r#"{"name":"a","path":"secret/data/app","file":"a"}"#)
@@ -347,14 +413,17 @@ mod tests {
         let meta = |deleted: &str| {
             serde_json::from_str::<Map<String, Value>>(&format!(
                 r#"{{"current_version":2,"versions":{{"1":{{"deletion_time":"","destroyed":false}},
-                   "2":{{"deletion_time":"{deleted}","destroyed":false}}}}}}"#
+                   "2":{{"created_time":"2026-11-30T10:00:00Z","deletion_time":"{deleted}","destroyed":false}}}}}}"#
             ))
             .expect("json")
         };
         assert_eq!(
             parse_kv2_meta(&meta("")),
             Some(Kv2Meta {
-                current_version: 2,
+                current: Kv2Version {
+                    number: 2,
+                    created: "2026-11-30T10:00:00Z".into()
+                },
                 deleted: false
             })
         );
@@ -364,5 +433,18 @@ mod tests {
                 .deleted
         );
         assert_eq!(parse_kv2_meta(&Map::new()), None);
+    }
+
+    #[test]
+    fn versions_differ_by_number_or_creation_time() {
+        let v = |number, created: &str| Kv2Version {
+            number,
+            created: created.into(),
+        };
+        assert!(v(1, "t1").same_as(&v(1, "t1")));
+        assert!(!v(1, "t1").same_as(&v(1, "t2")), "deleted and written anew");
+        assert!(!v(1, "t1").same_as(&v(2, "t1")));
+        assert!(v(1, "").same_as(&v(1, "t1")));
+        assert!(v(1, "t1").same_as(&v(1, "")));
     }
 }

@@ -6,6 +6,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod config;
+#[cfg(feature = "runtime")]
+pub mod envfile;
 
 #[cfg(feature = "runtime")]
 pub mod auth;
@@ -18,6 +20,8 @@ pub mod exit;
 #[cfg(feature = "runtime")]
 pub mod fetch;
 #[cfg(feature = "runtime")]
+pub mod handoff;
+#[cfg(feature = "runtime")]
 pub mod metrics;
 #[cfg(feature = "runtime")]
 pub mod notify;
@@ -29,5 +33,11 @@ pub mod refresh;
 pub mod render;
 #[cfg(feature = "runtime")]
 pub mod renew;
+#[cfg(feature = "runtime")]
+pub(crate) mod schedule;
+#[cfg(feature = "runtime")]
+pub(crate) mod tasks;
+#[cfg(feature = "runtime")]
+pub(crate) mod token;
 #[cfg(feature = "runtime")]
 pub mod write;

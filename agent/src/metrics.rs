@@ -1,9 +1,16 @@
-//! Prometheus metrics in text format, served by a tiny HTTP/1 listener on a local address.
+//! Prometheus metrics (OpenMetrics text, encoded by prometheus-client), served by a tiny
+//! HTTP/1 listener on a local address.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -83,65 +90,119 @@ impl Metrics {
         self.with(|i| i.token_expires = expires);
     }
 
-    /// The metrics in Prometheus text exposition format.
+    /// The metrics in the OpenMetrics text format (prometheus-client's encoder).
     pub fn encode(&self) -> String {
-        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = String::new();
-        let per_secret = |out: &mut String,
-                          name: &str,
-                          kind: &str,
-                          help: &str,
-                          f: &dyn Fn(&SecretCounters) -> Option<String>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (secret, c) in &g.secrets {
-                if let Some(v) = f(c) {
-                    let _ = writeln!(out, "{name}{{secret=\"{secret}\"}} {v}");
-                }
+        let snapshot = {
+            let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            Snapshot {
+                secrets: g.secrets.clone(),
+                logins: g.logins,
+                login_failures: g.login_failures,
+                token_ttl: g
+                    .token_expires
+                    .map(|exp| exp.saturating_duration_since(Instant::now()).as_secs()),
             }
         };
-        per_secret(
-            &mut out,
-            "vaultlet_agent_renders_total",
-            "counter",
-            "Files written because their content changed.",
-            &|c| Some(c.renders.to_string()),
-        );
-        per_secret(
-            &mut out,
-            "vaultlet_agent_failures_total",
-            "counter",
-            "Failed fetches, renders or writes.",
-            &|c| Some(c.failures.to_string()),
-        );
-        per_secret(
-            &mut out,
-            "vaultlet_agent_last_success_timestamp_seconds",
-            "gauge",
-            "Unix time of the last successful refresh.",
-            &|c| {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(snapshot));
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+/// The counters at one scrape, encoded by prometheus-client.
+#[derive(Debug)]
+struct Snapshot {
+    secrets: BTreeMap<String, SecretCounters>,
+    logins: u64,
+    login_failures: u64,
+    token_ttl: Option<u64>,
+}
+
+impl Snapshot {
+    fn per_secret(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        (name, help, kind): (&str, &str, MetricType),
+        value: impl Fn(&SecretCounters) -> Option<f64>,
+    ) -> std::fmt::Result {
+        let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+        for (secret, c) in &self.secrets {
+            let Some(v) = value(c) else { continue };
+            let labels = [("secret", secret.as_str())];
+            match kind {
+                // Counts are whole numbers; encode them as integers.
+                MetricType::Counter => {
+                    ConstCounter::new(v as u64).encode(family.encode_family(&labels)?)?
+                }
+                _ => ConstGauge::new(v).encode(family.encode_family(&labels)?)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        self.per_secret(
+            &mut encoder,
+            (
+                "vaultlet_agent_renders",
+                "Files written because their content changed.",
+                MetricType::Counter,
+            ),
+            |c| Some(c.renders as f64),
+        )?;
+        self.per_secret(
+            &mut encoder,
+            (
+                "vaultlet_agent_failures",
+                "Failed fetches, renders or writes.",
+                MetricType::Counter,
+            ),
+            |c| Some(c.failures as f64),
+        )?;
+        self.per_secret(
+            &mut encoder,
+            (
+                "vaultlet_agent_last_success_timestamp_seconds",
+                "Unix time of the last successful refresh.",
+                MetricType::Gauge,
+            ),
+            |c| {
                 c.last_success
                     .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                    .map(|d| format!("{:.3}", d.as_secs_f64()))
+                    .map(|d| d.as_secs_f64())
             },
-        );
-        let _ = writeln!(
-            out,
-            "# HELP vaultlet_agent_logins_total Successful logins.\n# TYPE vaultlet_agent_logins_total counter\nvaultlet_agent_logins_total {}",
-            g.logins
-        );
-        let _ = writeln!(
-            out,
-            "# HELP vaultlet_agent_login_failures_total Failed logins.\n# TYPE vaultlet_agent_login_failures_total counter\nvaultlet_agent_login_failures_total {}",
-            g.login_failures
-        );
-        if let Some(exp) = g.token_expires {
-            let left = exp.saturating_duration_since(Instant::now()).as_secs_f64();
-            let _ = writeln!(
-                out,
-                "# HELP vaultlet_agent_token_ttl_seconds Seconds until the token expires.\n# TYPE vaultlet_agent_token_ttl_seconds gauge\nvaultlet_agent_token_ttl_seconds {left:.0}"
-            );
+        )?;
+        for (name, help, v) in [
+            ("vaultlet_agent_logins", "Successful logins.", self.logins),
+            (
+                "vaultlet_agent_login_failures",
+                "Failed logins.",
+                self.login_failures,
+            ),
+        ] {
+            let counter = ConstCounter::new(v);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
         }
-        out
+        if let Some(ttl) = self.token_ttl {
+            let gauge = ConstGauge::new(i64::try_from(ttl).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(
+                "vaultlet_agent_token_ttl_seconds",
+                "Seconds until the token expires.",
+                None,
+                gauge.metric_type(),
+            )?)?;
+        }
+        Ok(())
     }
 }
 
@@ -188,7 +249,11 @@ fn respond(head: &[u8], metrics: &Metrics) -> String {
         parts.next().unwrap_or_default(),
     );
     let (status, ctype, body) = match (method, path) {
-        (b"GET", b"/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.encode()),
+        (b"GET", b"/metrics") => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
         (b"GET", b"/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
         _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
     };
@@ -208,31 +273,55 @@ mod tests {
         m.success("db", true);
         m.success("db", false);
         m.failure("web");
-        m.login(
-            true,
-            Some(Instant::now() + std::time::Duration::from_secs(100)),
-        );
+        m.login(true, None);
+        m.login(false, None);
         let text = m.encode();
-        assert!(
-            text.contains("vaultlet_agent_renders_total{secret=\"db\"} 1"),
-            "{text}"
+        let stamp = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("vaultlet_agent_last_success_timestamp_seconds{secret=\"db\"} ")
+            })
+            .expect("timestamp of db");
+        assert_eq!(
+            text,
+            format!(
+                "# HELP vaultlet_agent_renders Files written because their content changed.\n\
+                 # TYPE vaultlet_agent_renders counter\n\
+                 vaultlet_agent_renders_total{{secret=\"db\"}} 1\n\
+                 vaultlet_agent_renders_total{{secret=\"web\"}} 0\n\
+                 # HELP vaultlet_agent_failures Failed fetches, renders or writes.\n\
+                 # TYPE vaultlet_agent_failures counter\n\
+                 vaultlet_agent_failures_total{{secret=\"db\"}} 0\n\
+                 vaultlet_agent_failures_total{{secret=\"web\"}} 1\n\
+                 # HELP vaultlet_agent_last_success_timestamp_seconds Unix time of the last successful refresh.\n\
+                 # TYPE vaultlet_agent_last_success_timestamp_seconds gauge\n\
+                 vaultlet_agent_last_success_timestamp_seconds{{secret=\"db\"}} {stamp}\n\
+                 # HELP vaultlet_agent_logins Successful logins.\n\
+                 # TYPE vaultlet_agent_logins counter\n\
+                 vaultlet_agent_logins_total 1\n\
+                 # HELP vaultlet_agent_login_failures Failed logins.\n\
+                 # TYPE vaultlet_agent_login_failures counter\n\
+                 vaultlet_agent_login_failures_total 1\n\
+                 # EOF\n"
+            )
         );
-        assert!(
-            text.contains("vaultlet_agent_failures_total{secret=\"web\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("vaultlet_agent_last_success_timestamp_seconds{secret=\"db\"}"),
-            "{text}"
-        );
-        assert!(
-            !text.contains("last_success_timestamp_seconds{secret=\"web\"}"),
-            "{text}"
-        );
-        assert!(
-            text.contains("vaultlet_agent_token_ttl_seconds 10"),
-            "{text}"
-        );
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64();
+        let stamp: f64 = stamp.parse().expect("a number");
+        assert!((now - stamp).abs() < 60.0, "{stamp}");
+
+        m.token_expires(Some(Instant::now() + std::time::Duration::from_secs(100)));
+        let ttl = m
+            .encode()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("vaultlet_agent_token_ttl_seconds ")
+                    .map(String::from)
+            })
+            .expect("token ttl");
+        assert!(ttl == "99" || ttl == "100", "{ttl}");
     }
 
     #[test]

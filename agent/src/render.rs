@@ -11,6 +11,7 @@ use handlebars::{
 use serde_json::{Map, Value};
 
 use crate::config::{OutputFormat, SecretSpec};
+use crate::envfile::{self, EnvError};
 
 /// Errors while rendering; messages name the secret and never contain secret values.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,9 @@ pub enum RenderFailure {
         /// Serialiser message.
         reason: String,
     },
+    /// The data cannot be written as env lines (a key that is no variable name, a NUL byte).
+    #[error(transparent)]
+    Env(#[from] EnvError),
 }
 
 /// Holds the compiled templates of every secret.
@@ -129,14 +133,10 @@ pub fn default_format(
     };
     match format {
         OutputFormat::Env => {
-            let mut out = String::new();
-            for (k, v) in data {
-                out.push_str(k);
-                out.push('=');
-                out.push_str(&env_value(&plain(v)));
-                out.push('\n');
-            }
-            Ok(out.into_bytes())
+            let values: Vec<(&str, String)> =
+                data.iter().map(|(k, v)| (k.as_str(), plain(v))).collect();
+            let text = envfile::write(secret, values.iter().map(|(k, v)| (*k, v.as_str())))?;
+            Ok(text.into_bytes())
         }
         OutputFormat::Json => serde_json::to_vec_pretty(data)
             .map(|mut v| {
@@ -156,18 +156,6 @@ fn plain(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
         other => other.to_string(),
-    }
-}
-
-/// Leaves simple values bare and double-quotes (JSON escapes) anything else, as dotenv reads it.
-fn env_value(s: &str) -> String {
-    let safe = s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"_-.,:/@%+=".contains(&b));
-    if safe {
-        s.to_owned()
-    } else {
-        Value::String(s.to_owned()).to_string()
     }
 }
 
@@ -371,7 +359,7 @@ mod tests {
         let data = mk_data(json!({"user": "app", "pw": "a b\"c", "n": 5, "cert": "L1\nL2"}));
         let env = String::from_utf8(default_format("x", OutputFormat::Env, &data).expect("env"))
             .expect("utf8");
-        assert_eq!(env, "cert=\"L1\\nL2\"\nn=5\npw=\"a b\\\"c\"\nuser=app\n");
+        assert_eq!(env, "cert='L1\nL2'\nn=5\npw='a b\"c'\nuser=app\n");
         let js = default_format("x", OutputFormat::Json, &data).expect("json");
         let back: Value = serde_json::from_slice(&js).expect("parse");
         assert_eq!(back["pw"], "a b\"c");

@@ -48,10 +48,7 @@ fn approle_plain_and_wrapped_render_content_and_modes() {
     assert!(status.success(), "init failed: {log}");
     assert_eq!(
         read(&h.file("app.env")),
-        format!(
-            "password={}\nusername=app-user\n",
-            serde_json::Value::from(password.clone())
-        )
+        format!("password='{password}'\nusername=app-user\n")
     );
     assert_eq!(
         read(&h.file("conf/db.url")),

@@ -7,7 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Harness, assert_no_leak, config, kv_policy, read, wait_log};
+use common::{Harness, app_env, assert_no_leak, config, kv_policy, read, wait_log};
 use serde_json::json;
 use vaultlet_testkit::{HttpRecorder, OpenBao, random_hex, wait_until};
 
@@ -138,7 +138,7 @@ fn template_errors_and_deleted_secrets_keep_the_last_good_file() {
 
     // A key the template needs disappears: clear error naming the key, file kept.
     bao.write_kv("secret/app", &[("user", "u2")]);
-    wait_log(&mut agent, "render/write failed", Duration::from_secs(5));
+    wait_log(&mut agent, "render failed", Duration::from_secs(5));
     let log = agent.log();
     assert!(
         log.contains("\"password\"") && log.contains("secret \"app\": cannot render"),
@@ -312,4 +312,71 @@ fn failing_http_notify_is_retried_and_reported() {
         "a failed notification does not undo the file"
     );
     agent.assert_running();
+}
+
+#[test]
+fn kv_secret_deleted_and_written_again_is_picked_up() {
+    let bao = OpenBao::dev();
+    let pw1 = random_hex(10);
+    let h = Harness::new();
+    let (token, cfg) = app_env(&bao, &h, &[("password", &pw1)]);
+    let mut agent = h.run(&cfg);
+    h.wait_ready(&mut agent, Duration::from_secs(10));
+    assert_eq!(read(&h.file("app.env")), format!("password={pw1}\n"));
+
+    // Metadata deleted, secret written again: KV v2 numbers it version 1 again.
+    bao.delete_kv("secret/app");
+    let pw2 = random_hex(10);
+    bao.write_kv("secret/app", &[("password", &pw2)]);
+    assert_eq!(
+        bao.read("secret/metadata/app")["data"]["current_version"],
+        1
+    );
+    wait_until(Duration::from_secs(5), "recreated secret rendered", || {
+        agent.assert_running();
+        read(&h.file("app.env")) == format!("password={pw2}\n")
+    });
+    assert_no_leak(&agent.log(), &[&pw1, &pw2, &token]);
+}
+
+#[test]
+fn a_failed_file_write_is_retried_with_backoff_until_it_works() {
+    let bao = OpenBao::dev();
+    let h = Harness::new();
+    let pw1 = random_hex(10);
+    let (token, mut cfg) = app_env(&bao, &h, &[("password", &pw1)]);
+    cfg["secrets"][0]["file"] = json!("sub/app.env");
+    let mut agent = h.run(&cfg);
+    h.wait_ready(&mut agent, Duration::from_secs(10));
+    assert_eq!(read(&h.file("sub/app.env")), format!("password={pw1}\n"));
+
+    // A file takes the directory's place: the write fails (for root too, unlike a mode).
+    let sub = h.secrets.join("sub");
+    std::fs::remove_dir_all(&sub).expect("remove dir");
+    std::fs::write(&sub, "in the way").expect("write blocker");
+    let pw2 = random_hex(10);
+    bao.write_kv("secret/app", &[("password", &pw2)]);
+    wait_until(Duration::from_secs(10), "the write retried", || {
+        agent.assert_running();
+        agent
+            .log()
+            .matches("refresh failed; keeping the last good file")
+            .count()
+            >= 3
+    });
+    std::fs::remove_file(&sub).expect("remove blocker");
+    wait_until(
+        Duration::from_secs(5),
+        "file written after the fault",
+        || {
+            agent.assert_running();
+            read(&h.file("sub/app.env")) == format!("password={pw2}\n")
+        },
+    );
+    wait_log(
+        &mut agent,
+        "file written again after failures secret=app",
+        Duration::from_secs(5),
+    );
+    assert_no_leak(&agent.log(), &[&pw1, &pw2, &token]);
 }

@@ -247,6 +247,8 @@ pub struct PodRequest {
     pub notify: Vec<NotifySpec>,
     /// `group`.
     pub group: Option<u32>,
+    /// `metrics-port`.
+    pub metrics_port: Option<u16>,
     /// `set-run-as-ids`.
     pub set_run_as_ids: Option<bool>,
     /// Secrets by name.
@@ -365,6 +367,7 @@ fn parse_pod_level(
         "log-level" => req.log_level = Some(parse_log_level(v).map_err(bad)?),
         "notify" => req.notify = parse_notify_lines(v).map_err(bad)?,
         "group" => req.group = Some(parse_gid(v).map_err(bad)?),
+        "metrics-port" => req.metrics_port = Some(parse_port(v).map_err(bad)?),
         "set-run-as-ids" => req.set_run_as_ids = Some(parse_bool(v).map_err(bad)?),
         // Every pod-scoped key in KNOWN has an arm above; the table test enforces it.
         _ => return Err(AnnotationError::unknown(key)),
@@ -619,6 +622,13 @@ fn parse_notify_lines(v: &str) -> Result<Vec<NotifySpec>, String> {
 fn parse_gid(v: &str) -> Result<u32, String> {
     v.parse::<u32>()
         .map_err(|_| "expected a numeric group id".to_owned())
+}
+
+fn parse_port(v: &str) -> Result<u16, String> {
+    match v.trim().parse::<u16>() {
+        Ok(p) if p >= 1024 => Ok(p),
+        _ => Err("expected a port number between 1024 and 65535".into()),
+    }
 }
 
 fn parse_version(v: &str) -> Result<u64, String> {

@@ -4,6 +4,7 @@
 //! [`server`] the HTTPS wiring, [`preview`] the offline CLI over the same code path.
 
 pub mod access;
+pub mod advice;
 pub mod annotations;
 pub mod cli;
 pub mod metrics;

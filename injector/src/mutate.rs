@@ -48,6 +48,8 @@ pub const AGENT_BINARY: &str = "/vaultlet-agent";
 pub const DEFAULT_AGENT_ID: i64 = 65532;
 /// sizeLimit of the agent's state volume.
 const STATE_VOLUME_SIZE: &str = "1Mi";
+/// Name of the agent's metrics port (`vaultlet.io/metrics-port`).
+pub const METRICS_PORT_NAME: &str = "vaultlet-metrics";
 
 /// Why a Pod is denied; the message says what to change.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -222,6 +224,7 @@ fn prepare(pod: &Pod, settings: &Settings, job: bool) -> Result<Result<Prepared,
         return Ok(Err(Skip::NotPending));
     }
     let req = annotations::parse(annotations)?;
+    crate::advice::refuse_exec(&req, settings)?;
     let spec = pod
         .spec
         .as_ref()
@@ -233,7 +236,7 @@ fn prepare(pod: &Pod, settings: &Settings, job: bool) -> Result<Result<Prepared,
 }
 
 fn inject(mut pod: Pod, p: Prepared, settings: &Settings) -> Result<Outcome, Deny> {
-    let warnings = pod
+    let mut warnings = pod
         .spec
         .as_ref()
         .map(|spec| {
@@ -247,6 +250,7 @@ fn inject(mut pod: Pod, p: Prepared, settings: &Settings) -> Result<Outcome, Den
             w
         })
         .unwrap_or_default();
+    warnings.extend(crate::advice::warnings(&p.config, p.plan.mode));
     apply(&mut pod, &p.plan, &p.config, settings, &p.req)?;
     Ok(Outcome::Injected(Box::new(Injection {
         pod,
@@ -307,6 +311,15 @@ impl Plan {
             (Mode::Sidecar, None) if s.agent.native_sidecars => InjectMode::NativeSidecar,
             (Mode::Sidecar, None) => InjectMode::Classic,
         };
+        if let (InjectMode::InitOnly, Some(port)) = (mode, req.metrics_port) {
+            return Err(Deny::Annotation(AnnotationError::Invalid {
+                key: format!("{PREFIX}metrics-port"),
+                value: format!("\"{port}\""),
+                reason: "an init-only agent exits after rendering and serves no metrics; \
+                         remove it or use mode sidecar"
+                    .into(),
+            }));
+        }
         let psc = spec.security_context.as_ref();
         let pod_uid = psc.and_then(|c| c.run_as_user).filter(|u| *u != 0);
         let pod_gid = psc.and_then(|c| c.run_as_group);
@@ -419,7 +432,8 @@ fn agent_config(req: &PodRequest, s: &Settings, plan: &Plan) -> Result<AgentConf
             format: req.log_format.unwrap_or_default(),
             level: req.log_level.clone().unwrap_or_else(|| "info".into()),
         },
-        metrics_addr: None,
+        metrics_addr: req.metrics_port.map(|p| format!("0.0.0.0:{p}")),
+        handoff: plan.mode == InjectMode::Classic,
     };
     config.validate()?;
     Ok(config)

@@ -700,3 +700,53 @@ fn denied_pods() {
         assert!(err.contains(needle), "{name}: {err}");
     }
 }
+
+#[test]
+fn metrics_port_annotation_serves_metrics_from_the_running_agent() {
+    use k8s_openapi::api::core::v1::ContainerPort;
+    let pod = mk_pod(annotated("vaultlet.io/metrics-port", "9102"));
+    let i = injected(&pod, &settings());
+    assert_eq!(i.config.metrics_addr.as_deref(), Some("0.0.0.0:9102"));
+    let agent = spec(&i.pod)
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == AGENT_CONTAINER)
+        .expect("native sidecar");
+    assert_eq!(
+        agent.ports,
+        Some(vec![ContainerPort {
+            name: Some("vaultlet-metrics".into()),
+            container_port: 9102,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }])
+    );
+    emit_for_validation("metrics-port", &i.pod);
+
+    let mut classic = settings();
+    classic.agent.native_sidecars = false;
+    let i = injected(&pod, &classic);
+    assert_eq!(container(&i.pod, AGENT_CONTAINER).ports, agent.ports);
+    let init = spec(&i.pod)
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == AGENT_INIT_CONTAINER)
+        .expect("init agent");
+    assert_eq!(init.ports, None, "init serves no metrics");
+
+    let bad = mk_pod(annotated("vaultlet.io/metrics-port", "80"));
+    assert_eq!(
+        mutate(&bad, &settings()).expect_err("low port").to_string(),
+        "annotation vaultlet.io/metrics-port: value \"80\" is invalid: expected a port number between 1024 and 65535"
+    );
+    let mut init_only = annotated("vaultlet.io/metrics-port", "9102");
+    init_only["metadata"]["annotations"]["vaultlet.io/mode"] = json!("init-only");
+    assert_eq!(
+        mutate(&mk_pod(init_only), &settings())
+            .expect_err("init-only")
+            .to_string(),
+        "annotation vaultlet.io/metrics-port: value \"9102\" is invalid: an init-only agent exits after rendering and serves no metrics; remove it or use mode sidecar"
+    );
+}

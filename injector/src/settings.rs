@@ -110,6 +110,10 @@ pub struct AgentArgs {
     /// Default sizeLimit of the memory-backed secrets volume.
     #[arg(long, env = "VAULTLET_SECRETS_VOLUME_SIZE", default_value = "16Mi")]
     pub secrets_volume_size: String,
+    /// Allow `exec:` notifications: only for an agent image that holds the programs they run
+    /// (the default image holds only the agent).
+    #[arg(long, env = "VAULTLET_ALLOW_EXEC_NOTIFY", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_exec_notify: bool,
 }
 
 /// Which Vault, and how pods log in.

@@ -61,7 +61,8 @@ impl Harness {
         self.dir.path().join("token-sink")
     }
 
-    fn command(&self, role: &str, cfg: &Value) -> Command {
+    /// The agent command for `role` with `cfg` written to the config file.
+    pub fn command(&self, role: &str, cfg: &Value) -> Command {
         let path = self.dir.path().join("agent.json");
         std::fs::write(&path, cfg.to_string()).expect("write config");
         let mut cmd = Command::new(AGENT);
@@ -124,6 +125,36 @@ pub fn config(bao_addr: &str, auth: Value, secrets: Value) -> Value {
         "initDeadline": "10s",
         "log": { "level": "vaultlet_agent=debug", "format": "text" },
     })
+}
+
+/// Writes `pairs` to KV v2 `secret/app`; returns a token that may read it and a config
+/// (token auth) rendering it to `app.env`.
+pub fn app_env(bao: &OpenBao, h: &Harness, pairs: &[(&str, &str)]) -> (String, Value) {
+    bao.write_kv("secret/app", pairs);
+    kv_policy(bao, "app", &["app"]);
+    let token = bao.create_token(&["app"], None);
+    let cfg = config(
+        &bao.addr(),
+        h.token_auth(&token),
+        json!([{ "name": "app", "path": "secret/data/app", "file": "app.env" }]),
+    );
+    (token, cfg)
+}
+
+/// Database role `app` (leases of `ttl`, max 60 s) on `pg`, KV v2 `secret/<kv>` = `k=v`, and
+/// policy `app` reading both and renewing leases.
+pub fn db_and_kv(bao: &OpenBao, pg: &vaultlet_testkit::Postgres, ttl: &str, kv: &str) {
+    bao.enable_database_postgres(pg, "app", ttl, "60s");
+    bao.write_kv(&format!("secret/{kv}"), &[("k", "v")]);
+    bao.policy(
+        "app",
+        &format!(
+            r#"path "database/creds/app" {{ capabilities = ["read"] }}
+               path "sys/leases/renew" {{ capabilities = ["update"] }}
+               path "secret/data/{kv}" {{ capabilities = ["read"] }}
+               path "secret/metadata/{kv}" {{ capabilities = ["read"] }}"#
+        ),
+    );
 }
 
 /// A policy reading (data and metadata of) the KV v2 secrets under `secret/<name>`.

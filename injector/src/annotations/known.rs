@@ -210,9 +210,15 @@ pub const KNOWN: &[Known] = &[
         "debug",
     ),
     pod(
+        "metrics-port",
+        "(none: no metrics)",
+        "Serve the agent's Prometheus metrics (`GET /metrics`) on this port, 1024-65535; it is declared on the running agent container as `vaultlet-metrics`. Needs a running agent (not `init-only`).",
+        "9102",
+    ),
+    pod(
         "notify",
         "(none)",
-        "Sent after any file changed, one per line: `signal:<SIGNAL>:<process>` (sets `shareProcessNamespace: true` on the pod), `[GET|POST|PUT ]http(s)://...`, or `exec:<command>`.",
+        "Sent after any file changed, one per line: `signal:<SIGNAL>:<process>` (sets `shareProcessNamespace: true` on the pod), `[GET|POST|PUT ]http(s)://...`, or `exec:<command>` (refused unless the operator set `--allow-exec-notify` for an agent image that holds the command: the default image holds only the agent).",
         "signal:SIGHUP:nginx",
     ),
     pod(

@@ -5,16 +5,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, ExecAction,
-    Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    ExecAction, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use vaultlet_agent::config::{DEFAULT_SA_TOKEN_PATH, DEFAULT_STATE_DIR};
 
 use super::{
-    AGENT_BINARY, APPROLE_DIR, APPROLE_VOLUME, CA_DIR, CA_VOLUME, Plan, SA_TOKEN_VOLUME,
-    SECRETS_VOLUME, STATE_VOLUME, STATE_VOLUME_SIZE,
+    AGENT_BINARY, APPROLE_DIR, APPROLE_VOLUME, CA_DIR, CA_VOLUME, METRICS_PORT_NAME, Plan,
+    SA_TOKEN_VOLUME, SECRETS_VOLUME, STATE_VOLUME, STATE_VOLUME_SIZE,
 };
 use crate::annotations::{AuthMethod, PodRequest};
 use crate::settings::Settings;
@@ -29,6 +30,17 @@ pub(super) fn startup_probe(deadline: Duration) -> Probe {
         failure_threshold: Some(secs),
         ..Probe::default()
     }
+}
+
+/// The metrics port, declared on the agent that serves it (`run`; `init` never does).
+fn metrics_port(command: &str, req: &PodRequest) -> Option<Vec<ContainerPort>> {
+    let port = req.metrics_port.filter(|_| command == "run")?;
+    Some(vec![ContainerPort {
+        name: Some(METRICS_PORT_NAME.to_owned()),
+        container_port: i32::from(port),
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }])
 }
 
 pub(super) fn agent_container(
@@ -62,6 +74,7 @@ pub(super) fn agent_container(
         env: Some(env),
         volume_mounts: Some(mounts),
         resources: Some(resources(req, s)),
+        ports: metrics_port(command, req),
         security_context: Some(security_context(plan)),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
