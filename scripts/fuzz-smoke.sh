@@ -22,6 +22,8 @@ if ! command -v c++ >/dev/null 2>&1; then
 fi
 # cargo-fuzz passes -Z flags; a stable toolchain accepts them with RUSTC_BOOTSTRAP=1.
 export RUSTC_BOOTSTRAP=1
+# Outside the work tree, so that a CI run on a fresh clone rebuilds only what changed.
+export CARGO_TARGET_DIR="${VAULTLET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vaultlet}/target-fuzz"
 flags=(--sanitizer none --debug-assertions)
 log="$(mktemp)"
 work="$(mktemp -d)"
