@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# A real single-machine Kubernetes control plane on loopback, built from the pinned Go modules in
-# tests/cluster/k8s/go.mod (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubectl, kubelet) and tests/cluster/helm/go.mod (helm). Nothing is fetched but Go modules.
+# A real single-machine Kubernetes cluster: a control plane on loopback and one node (kubelet,
+# Debian's containerd/runc/CNI plugins, Pods on a bridge it makes, images from scripts/images.sh),
+# built from the pinned Go modules in tests/cluster/k8s/go.mod (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kubectl, kubelet) and tests/cluster/helm/go.mod
+# (helm). Nothing is fetched but Go modules and Debian packages. See docs/cluster.md.
 #
 #   scripts/cluster.sh up [--watch PID]   build once (cached), generate PKI, start; idempotent
 #   scripts/cluster.sh install            up + `helm upgrade --install` of charts/vaultlet with the
@@ -16,8 +18,9 @@
 #
 # --watch PID: a watchdog runs `down` once process PID is gone (test runs that die leave nothing).
 # Settings (environment): VAULTLET_CACHE (binaries, Go caches; default ~/.cache/vaultlet),
-# VAULTLET_CLUSTER_DIR (state; default <repo>/.cluster), VAULTLET_CLUSTER_PORT_BASE (default
-# 16400: etcd +79/+80, API server +43, controller-manager +57, scheduler +59, injector +44,
+# VAULTLET_CLUSTER_DIR (state; default <repo>/.cluster), VAULTLET_CLUSTER_NODE (1; 0: control
+# plane only, no root needed), VAULTLET_CLUSTER_PORT_BASE (default 16400: etcd +79/+80, API
+# server +43, controller-manager +57, scheduler +59, kubelet +50 (healthz +48), injector +44,
 # injector admin +90).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -551,5 +554,5 @@ case "${1:-}" in
   injector) shift; injector_cmd "$@" ;;
   cert-manager-crds) cert_manager_crds ;;
   images-dir) echo "$cache/images" ;;
-  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -18,7 +18,7 @@ scripts/cluster.sh build
 step "build"
 cargo build --workspace --all-targets --locked
 
-step "local Kubernetes control plane + helm install of the chart"
+step "local Kubernetes (control plane + node, images built here) + helm install of the chart"
 # The watchdog takes the cluster down if this script dies; the trap does on a normal exit.
 trap 'scripts/cluster.sh down' EXIT
 VAULTLET_INJECTOR="$PWD/target/debug/vaultlet-injector" scripts/cluster.sh install --watch $$

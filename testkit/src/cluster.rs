@@ -310,8 +310,19 @@ openssl x509 -req -in "$1/tls.csr" -CA "$2/ca.crt" -CAkey "$2/ca.key" -CAcreates
         self.kubectl_ok(&args).trim().to_string()
     }
 
-    /// Creates service account `name` in `ns` unless it exists.
+    /// Creates namespace `ns` unless it exists.
+    pub fn ensure_namespace(&self, ns: &str) {
+        if self.get("", "namespace", ns).is_none()
+            && let Err(e) = self.kubectl(&["create", "namespace", ns], None)
+            && !e.contains("AlreadyExists")
+        {
+            panic!("cannot create namespace {ns}: {e}");
+        }
+    }
+
+    /// Creates service account `name` in `ns` (and `ns`) unless it exists.
     pub fn ensure_service_account(&self, ns: &str, name: &str) {
+        self.ensure_namespace(ns);
         if self.get(ns, "serviceaccount", name).is_none() {
             // Another test may create it at the same moment: only a real failure counts.
             if let Err(e) = self.kubectl(&["create", "serviceaccount", name, "-n", ns], None)
@@ -367,9 +378,6 @@ openssl x509 -req -in "$1/tls.csr" -CA "$2/ca.crt" -CAkey "$2/ca.key" -CAcreates
         TOKEN
             .get_or_init(|| {
                 let ns = "vaultlet-e2e";
-                if self.get("", "namespace", ns).is_none() {
-                    let _ = self.kubectl(&["create", "namespace", ns], None);
-                }
                 self.ensure_service_account(ns, "token-reviewer");
                 let binding = serde_json::json!({
                     "apiVersion": "rbac.authorization.k8s.io/v1",

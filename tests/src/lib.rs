@@ -4,6 +4,7 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`podrun`] | the harness: volumes as directories, containers as processes, kubelet ordering |
+//! | [`node`] | samples on the local cluster's real node: OpenBao for the Pods, workloads, log waits |
 //! | [`injector`] | mutates a Pod with the real `vaultlet-injector preview` |
 //! | [`bins`] | finds the built `vaultlet-agent` / `vaultlet-injector` binaries |
 //! | [`sample`] | a `samples/<name>` set up against real OpenBao (and PostgreSQL) for a pod test |
@@ -12,6 +13,7 @@
 
 pub mod bins;
 pub mod injector;
+pub mod node;
 pub mod podrun;
 pub mod sample;
 pub mod tokenreview_standin;

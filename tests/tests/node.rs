@@ -3,228 +3,22 @@
 //! native sidecar and runs its startupProbe before the app, mounts the projected token and the
 //! memory-backed volume, and the Job controller decides when a Job is complete.
 //!
-//! OpenBao of each test is reached by the Pods at the cluster's fixed Vault address for Pods
-//! (`http://<bridge host address>:8200`, allowed by the installed injector), forwarded to the
-//! test's own loopback server; the tests take turns for it.
+//! The helpers are in `vaultlet_e2e::node`; the tests take turns for the Vault address for
+//! Pods.
 
 use std::sync::Mutex;
-use std::time::Duration;
 
-use serde_json::{Value, json};
-use vaultlet_e2e::bins;
-use vaultlet_e2e::injector::parse_yaml;
-use vaultlet_e2e::sample::{SampleEnv, SampleOptions};
-use vaultlet_testkit::cluster::{Cluster, Namespace};
-use vaultlet_testkit::{Forward, wait_until};
-
-const WAIT: Duration = Duration::from_secs(90);
-const VAULT_PORT_FOR_PODS: u16 = 8200;
-const RESTRICTED: &[(&str, &str)] = &[("pod-security.kubernetes.io/enforce", "restricted")];
+use serde_json::json;
+use vaultlet_e2e::node::{
+    NodeSample, WAIT, logs, node_sample, node_sample_with, pod_of, prepare, report_first_read,
+    wait_log_line, wait_logs,
+};
+use vaultlet_e2e::sample::SampleOptions;
+use vaultlet_testkit::cluster::Cluster;
+use vaultlet_testkit::wait_until;
 
 /// One test at a time owns the Vault address for Pods.
 static VAULT_FOR_PODS: Mutex<()> = Mutex::new(());
-
-/// A sample's OpenBao set up for service accounts of `ns`, reachable by the node's Pods.
-struct NodeSample {
-    env: SampleEnv,
-    ns: Namespace,
-    vault_addr: String,
-    _forward: Forward,
-}
-
-fn node_sample(name: &str) -> NodeSample {
-    node_sample_with(name, SampleOptions::default())
-}
-
-fn node_sample_with(name: &str, mut opts: SampleOptions) -> NodeSample {
-    let cluster = Cluster::running();
-    let host = cluster
-        .host_for_pods()
-        .expect("the cluster has no node: scripts/cluster.sh install with VAULTLET_CLUSTER_NODE=1");
-    let ns = cluster.namespace(&format!("e2e-node-{name}"), RESTRICTED);
-    opts.env.push(("NAMESPACE".into(), ns.name.clone()));
-    let env = SampleEnv::start(name, &opts);
-    let target = format!("127.0.0.1:{}", env.bao.port())
-        .parse()
-        .expect("socket address");
-    let forward = Forward::start(host, VAULT_PORT_FOR_PODS, target);
-    for file in ["serviceaccount.yaml", "configmap.yaml"] {
-        let path = env.dir.join(file);
-        if path.is_file() {
-            let mut object = read_yaml(&path);
-            object["metadata"]["namespace"] = json!(ns.name);
-            cluster
-                .create(&ns.name, &object)
-                .unwrap_or_else(|e| panic!("{name}/{file}: {e}"));
-        }
-    }
-    // The Secrets setup.sh wrote for the sample (an AppRole secret-id, say), as real Secrets.
-    for (secret, data) in env.written_secrets() {
-        let object = json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": secret, "namespace": ns.name},
-            "stringData": data,
-        });
-        cluster
-            .create(&ns.name, &object)
-            .unwrap_or_else(|e| panic!("{name}: Secret {secret}: {e}"));
-    }
-    NodeSample {
-        env,
-        ns,
-        vault_addr: format!("http://{host}:{VAULT_PORT_FOR_PODS}"),
-        _forward: forward,
-    }
-}
-
-fn read_yaml(path: &std::path::Path) -> Value {
-    let text = std::fs::read_to_string(path).expect("read sample");
-    parse_yaml(&text).expect("sample is YAML")
-}
-
-/// The workload's pod template with the test's Vault address and a stand-in app image.
-fn prepare(
-    sample: &NodeSample,
-    file: &str,
-    app_command: &[&str],
-    annotations: &[(&str, &str)],
-) -> Value {
-    let mut workload = read_yaml(&sample.env.dir.join(file));
-    workload["metadata"]["namespace"] = json!(sample.ns.name);
-    let template = match workload["kind"].as_str() {
-        Some("CronJob") => &mut workload["spec"]["jobTemplate"]["spec"]["template"],
-        _ => &mut workload["spec"]["template"],
-    };
-    template["metadata"]["annotations"]["vaultlet.io/vault-addr"] = json!(sample.vault_addr);
-    for (k, v) in annotations {
-        template["metadata"]["annotations"][*k] = json!(v);
-    }
-    let app = &mut template["spec"]["containers"][0];
-    app["image"] = json!("vaultlet/testapp:0.1.0");
-    app["imagePullPolicy"] = json!("Never");
-    app["command"] = json!(app_command);
-    if let Some(map) = app.as_object_mut() {
-        map.remove("args");
-        map.remove("readinessProbe");
-        map.remove("livenessProbe");
-    }
-    workload
-}
-
-fn pod_of(cluster: &Cluster, ns: &str, prefix: &str) -> Value {
-    cluster.wait_for(ns, "pods", WAIT, &format!("a Pod {prefix}*"), |pods| {
-        pods.iter()
-            .find(|p| {
-                p["metadata"]["name"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with(prefix))
-            })
-            .cloned()
-    })
-}
-
-fn logs(cluster: &Cluster, ns: &str, pod: &str, container: &str) -> String {
-    cluster
-        .kubectl(&["logs", "-n", ns, pod, "-c", container], None)
-        .unwrap_or_default()
-}
-
-fn wait_logs(cluster: &Cluster, ns: &str, pod: &str, container: &str, line: &str) -> String {
-    let mut last = String::new();
-    let found = (0..(WAIT.as_millis() / 250)).any(|_| {
-        last = logs(cluster, ns, pod, container);
-        if last.lines().any(|l| l == line) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-        false
-    });
-    assert!(
-        found,
-        "{ns}/{pod} {container}: no line {line:?} within {WAIT:?}; logs:\n{last}\nagent:\n{}",
-        logs(cluster, ns, pod, "vaultlet-agent")
-    );
-    last
-}
-
-/// Waits for a log line that `pick` accepts (and turns into a value).
-fn wait_log_line<T>(
-    cluster: &Cluster,
-    ns: &str,
-    pod: &str,
-    container: &str,
-    what: &str,
-    mut pick: impl FnMut(&str) -> Option<T>,
-) -> T {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let text = logs(cluster, ns, pod, container);
-        if let Some(found) = text.lines().find_map(&mut pick) {
-            return found;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{ns}/{pod} {container}: no {what} within {WAIT:?}; logs:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// Seconds since the Unix epoch of an RFC 3339 UTC timestamp as `kubectl logs --timestamps`
-/// prints it (`2026-11-30T15:07:41.645403558Z`).
-fn unix_seconds(stamp: &str) -> Option<f64> {
-    let (date, time) = stamp.trim_end_matches('Z').split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let mut t = time.split(':');
-    let (h, min) = (
-        t.next()?.parse::<i64>().ok()?,
-        t.next()?.parse::<i64>().ok()?,
-    );
-    let sec = t.next()?.parse::<f64>().ok()?;
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + h * 3_600 + min * 60) as f64 + sec)
-}
-
-/// Prints (for docs/benchmarks.md) the time from `applied` to the app's log line `line`, by the
-/// runtime's own timestamp of that line.
-fn report_first_read(
-    cluster: &Cluster,
-    ns: &str,
-    pod: &str,
-    container: &str,
-    line: &str,
-    applied: std::time::SystemTime,
-) {
-    let logs = cluster
-        .kubectl(
-            &["logs", "--timestamps", "-n", ns, pod, "-c", container],
-            None,
-        )
-        .unwrap_or_default();
-    let applied = applied
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default();
-    if let Some(at) = logs
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .find(|(_, text)| *text == line)
-        .and_then(|(stamp, _)| unix_seconds(stamp))
-    {
-        eprintln!(
-            "timing: {ns}: kubectl apply -> app's first read {:.0} ms",
-            (at - applied) * 1000.0
-        );
-    }
-}
 
 #[test]
 fn nginx_runs_with_its_secret_and_reloads_on_change() {
@@ -232,33 +26,14 @@ fn nginx_runs_with_its_secret_and_reloads_on_change() {
     let cluster = Cluster::running();
     let sample = node_sample("nginx");
     let file = "/vault/secrets/site.conf";
-    let deployment = prepare(
-        &sample,
-        "deployment.yaml",
+    // The kubelet starts the app only once the agent's startupProbe passed: the app's first
+    // line says whether the file was there.
+    let name = &sample.deploy(
+        "nginx-",
+        "nginx",
+        file,
         &["/usr/local/bin/nginx", "watch", file],
         &[("vaultlet.io/refresh-interval", "1s")],
-    );
-    let applied = std::time::SystemTime::now();
-    cluster
-        .create(&sample.ns.name, &deployment)
-        .unwrap_or_else(|e| panic!("deployment refused: {e}"));
-    let pod = pod_of(cluster, &sample.ns.name, "nginx-");
-    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
-    // The kubelet started the app only once the agent's startupProbe passed.
-    wait_logs(
-        cluster,
-        &sample.ns.name,
-        name,
-        "nginx",
-        &format!("app: started with {file} present"),
-    );
-    report_first_read(
-        cluster,
-        &sample.ns.name,
-        name,
-        "nginx",
-        &format!("app: started with {file} present"),
-        applied,
     );
     wait_logs(
         cluster,
@@ -296,28 +71,14 @@ fn openbao_restarted_under_a_running_pod_keeps_files_and_recovers() {
         },
     );
     let file = "/vault/secrets/site.conf";
-    let deployment = prepare(
-        &sample,
-        "deployment.yaml",
+    let name = sample.deploy(
+        "nginx-",
+        "nginx",
+        file,
         &["/usr/local/bin/nginx", "watch", file],
         &[("vaultlet.io/refresh-interval", "1s")],
     );
-    cluster
-        .create(&sample.ns.name, &deployment)
-        .unwrap_or_else(|e| panic!("deployment refused: {e}"));
-    let pod = pod_of(cluster, &sample.ns.name, "nginx-");
-    let name = pod["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
     let ns = sample.ns.name.clone();
-    wait_logs(
-        cluster,
-        &ns,
-        &name,
-        "nginx",
-        &format!("app: started with {file} present"),
-    );
     let read = || cluster.kubectl_ok(&["exec", "-n", &ns, &name, "-c", "nginx", "--", "cat", file]);
     let before = read();
 
@@ -478,32 +239,12 @@ fn init_only_renders_once_and_leaves_nothing_running() {
     let cluster = Cluster::running();
     let sample = node_sample("init-only");
     let file = "/etc/legacy/secrets/config.yaml";
-    let deployment = prepare(
-        &sample,
-        "deployment.yaml",
+    let name = &sample.deploy(
+        "legacy-",
+        "app",
+        file,
         &["/usr/local/bin/app", "watch", file],
         &[],
-    );
-    let applied = std::time::SystemTime::now();
-    cluster
-        .create(&sample.ns.name, &deployment)
-        .unwrap_or_else(|e| panic!("deployment refused: {e}"));
-    let pod = pod_of(cluster, &sample.ns.name, "legacy-");
-    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
-    wait_logs(
-        cluster,
-        &sample.ns.name,
-        name,
-        "app",
-        &format!("app: started with {file} present"),
-    );
-    report_first_read(
-        cluster,
-        &sample.ns.name,
-        name,
-        "app",
-        &format!("app: started with {file} present"),
-        applied,
     );
     let pod = cluster
         .get(&sample.ns.name, "pod", name)
@@ -536,32 +277,12 @@ fn classic_sidecar_reloads_the_app_over_http() {
     let cluster = Cluster::running();
     let sample = node_sample("classic-sidecar");
     let file = "/vault/secrets/prometheus.yml";
-    let deployment = prepare(
-        &sample,
-        "deployment.yaml",
+    let name = &sample.deploy(
+        "prometheus-",
+        "prometheus",
+        file,
         &["/usr/local/bin/app", "serve", "9090", file],
         &[("vaultlet.io/refresh-interval", "1s")],
-    );
-    let applied = std::time::SystemTime::now();
-    cluster
-        .create(&sample.ns.name, &deployment)
-        .unwrap_or_else(|e| panic!("deployment refused: {e}"));
-    let pod = pod_of(cluster, &sample.ns.name, "prometheus-");
-    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
-    wait_logs(
-        cluster,
-        &sample.ns.name,
-        name,
-        "prometheus",
-        &format!("app: started with {file} present"),
-    );
-    report_first_read(
-        cluster,
-        &sample.ns.name,
-        name,
-        "prometheus",
-        &format!("app: started with {file} present"),
-        applied,
     );
     sample.env.bao(&[
         "kv",
@@ -604,34 +325,14 @@ fn postgres_credentials_log_in_are_replaced_and_revoked() {
     );
     let pg = sample.env.pg.as_ref().expect("postgres");
     let file = "/vault/secrets/db.url";
-    let deployment = prepare(
-        &sample,
-        "deployment.yaml",
+    let name = &sample.deploy(
+        "orders-",
+        "app",
+        file,
         &["/usr/local/bin/app", "serve", "8080", file],
         &[],
     );
-    let applied = std::time::SystemTime::now();
-    cluster
-        .create(&sample.ns.name, &deployment)
-        .unwrap_or_else(|e| panic!("deployment refused: {e}"));
-    let pod = pod_of(cluster, &sample.ns.name, "orders-");
-    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let ns = &sample.ns.name;
-    wait_logs(
-        cluster,
-        ns,
-        name,
-        "app",
-        &format!("app: started with {file} present"),
-    );
-    report_first_read(
-        cluster,
-        ns,
-        name,
-        "app",
-        &format!("app: started with {file} present"),
-        applied,
-    );
     let (user, pass) = wait_log_line(cluster, ns, name, "app", "credentials", db_creds);
     assert!(
         pg.can_login(&user, &pass),
@@ -657,34 +358,14 @@ fn pki_certificate_is_issued_for_the_pod() {
     let cluster = Cluster::running();
     let sample = node_sample("pki-tls");
     let file = "/vault/secrets/tls.pem";
-    let deployment = prepare(
-        &sample,
-        "deployment.yaml",
+    let name = &sample.deploy(
+        "web-",
+        "nginx",
+        file,
         &["/usr/local/bin/nginx", "watch", file],
         &[],
     );
-    let applied = std::time::SystemTime::now();
-    cluster
-        .create(&sample.ns.name, &deployment)
-        .unwrap_or_else(|e| panic!("deployment refused: {e}"));
-    let pod = pod_of(cluster, &sample.ns.name, "web-");
-    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let ns = &sample.ns.name;
-    wait_logs(
-        cluster,
-        ns,
-        name,
-        "nginx",
-        &format!("app: started with {file} present"),
-    );
-    report_first_read(
-        cluster,
-        ns,
-        name,
-        "nginx",
-        &format!("app: started with {file} present"),
-        applied,
-    );
     // The file starts with the issued private key (only its PEM header is printed).
     let header = wait_log_line(cluster, ns, name, "nginx", "the key's PEM header", |l| {
         l.strip_prefix(&format!("app: {file}: ")).map(String::from)
@@ -722,32 +403,12 @@ fn approle_pod_reads_its_secret_and_revokes_its_token_when_deleted() {
     let cluster = Cluster::running();
     let sample = node_sample("approle");
     let file = "/vault/secrets/config.json";
-    let deployment = prepare(
-        &sample,
-        "deployment.yaml",
+    sample.deploy(
+        "billing-",
+        "app",
+        file,
         &["/usr/local/bin/app", "watch", file],
         &[],
-    );
-    let applied = std::time::SystemTime::now();
-    cluster
-        .create(&sample.ns.name, &deployment)
-        .unwrap_or_else(|e| panic!("deployment refused: {e}"));
-    let pod = pod_of(cluster, &sample.ns.name, "billing-");
-    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
-    wait_logs(
-        cluster,
-        &sample.ns.name,
-        name,
-        "app",
-        &format!("app: started with {file} present"),
-    );
-    report_first_read(
-        cluster,
-        &sample.ns.name,
-        name,
-        "app",
-        &format!("app: started with {file} present"),
-        applied,
     );
     assert_eq!(approle_tokens(&sample), 1, "the agent's token");
     // Scale to zero: the kubelet stops the Pod (SIGTERM to the agent), which revokes its token.
@@ -762,84 +423,4 @@ fn approle_pod_reads_its_secret_and_revokes_its_token_when_deleted() {
     wait_until(WAIT, "the agent's token revoked", || {
         approle_tokens(&sample) == 0
     });
-}
-
-#[test]
-fn images_match_their_dockerfiles() {
-    let images = Cluster::running().script_output(&["images-dir"]);
-    for (image, dockerfile) in [
-        ("agent", "agent/Dockerfile"),
-        ("injector", "injector/Dockerfile"),
-    ] {
-        let archive = format!("{}/{image}.tar", images.trim());
-        let described = std::process::Command::new("python3")
-            .arg(bins::workspace_root().join("scripts/oci-image.py"))
-            .args(["--describe", &archive])
-            .output()
-            .expect("run oci-image.py");
-        assert!(described.status.success(), "{archive}");
-        let described: Value =
-            serde_json::from_slice(&described.stdout).expect("oci-image.py prints JSON");
-        let expected = final_stage(&bins::workspace_root().join(dockerfile));
-        assert_eq!(described["config"]["User"], expected.user, "{image} user");
-        assert_eq!(
-            described["config"]["Entrypoint"], expected.entrypoint,
-            "{image} entrypoint"
-        );
-        assert_eq!(described["config"]["Cmd"], expected.cmd, "{image} cmd");
-        assert_eq!(
-            described["config"]["Env"],
-            json!(expected.env),
-            "{image} env"
-        );
-        let mut files: Vec<String> = described["files"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter(|(_, f)| f["type"] == "file")
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        let mut copied = expected.copied.clone();
-        copied.sort();
-        assert_eq!(files, copied, "{image} files");
-    }
-}
-
-/// What the last stage of a Dockerfile says of the image.
-struct Stage {
-    user: Value,
-    entrypoint: Value,
-    cmd: Value,
-    env: Vec<String>,
-    copied: Vec<String>,
-}
-
-fn final_stage(path: &std::path::Path) -> Stage {
-    let text = std::fs::read_to_string(path).expect("read Dockerfile");
-    let last = text.rsplit("\nFROM ").next().unwrap_or_default();
-    let mut stage = Stage {
-        user: Value::Null,
-        entrypoint: Value::Null,
-        cmd: Value::Null,
-        env: Vec::new(),
-        copied: Vec::new(),
-    };
-    for line in last.lines() {
-        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
-        match word {
-            "USER" => stage.user = json!(rest.trim()),
-            "ENTRYPOINT" => stage.entrypoint = serde_json::from_str(rest).expect("exec form"),
-            "CMD" => stage.cmd = serde_json::from_str(rest).expect("exec form"),
-            "ENV" => stage.env.push(rest.trim().to_string()),
-            "COPY" => {
-                let dest = rest.split_whitespace().last().unwrap_or_default();
-                stage.copied.push(dest.to_string());
-            }
-            _ => {}
-        }
-    }
-    stage
 }
