@@ -393,15 +393,18 @@ fn rolling_the_injector_refuses_no_pod() {
             (created, failures)
         })
     };
+    let rolled_out = || {
+        cluster.kubectl_ok(&[
+            "rollout",
+            "status",
+            "-n",
+            &ns.name,
+            &deployment,
+            "--timeout=180s",
+        ])
+    };
     cluster.kubectl_ok(&["rollout", "restart", "-n", &ns.name, &deployment]);
-    cluster.kubectl_ok(&[
-        "rollout",
-        "status",
-        "-n",
-        &ns.name,
-        &deployment,
-        "--timeout=180s",
-    ]);
+    rolled_out();
     let victim = cluster
         .list(&ns.name, "pods")
         .iter()
@@ -409,14 +412,7 @@ fn rolling_the_injector_refuses_no_pod() {
         .find_map(|p| p["metadata"]["name"].as_str().map(String::from))
         .expect("an injector Pod");
     cluster.kubectl_ok(&["delete", "pod", "-n", &ns.name, &victim, "--wait=true"]);
-    cluster.kubectl_ok(&[
-        "rollout",
-        "status",
-        "-n",
-        &ns.name,
-        &deployment,
-        "--timeout=180s",
-    ]);
+    rolled_out();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (created, failures) = creator.join().expect("creator thread");
     assert_eq!(failures, Vec::<String>::new(), "{created} Pods created");

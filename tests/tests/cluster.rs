@@ -298,6 +298,14 @@ fn every_sample_pod_is_admitted_under_restricted() {
     }
 }
 
+/// A labelled Pod asking for one secret: what most tests here need.
+fn app_pod(name: &str) -> Value {
+    labelled_pod(
+        name,
+        json!({"vaultlet.io/role": "app", "vaultlet.io/secret-db": "secret/data/db"}),
+    )
+}
+
 fn labelled_pod(name: &str, annotations: Value) -> Value {
     json!({
         "apiVersion": "v1",
@@ -374,14 +382,7 @@ fn with_the_injector_down_opted_in_pods_are_refused_and_others_created() {
     }
     cluster.script(&["injector", "stop"]);
     let start_again = StartAgain(cluster);
-    let refused = cluster.create(
-        &ns.name,
-        &labelled_pod(
-            "opted-in",
-            json!({"vaultlet.io/role": "app",
-                                         "vaultlet.io/secret-db": "secret/data/db"}),
-        ),
-    );
+    let refused = cluster.create(&ns.name, &app_pod("opted-in"));
     let mut plain = labelled_pod("plain", json!({}));
     plain["metadata"]["labels"] = json!({"app": "plain"});
     let created = cluster.create(&ns.name, &plain);
@@ -409,16 +410,7 @@ fn updating_an_injected_pod_does_not_inject_again() {
     let _up = injector_up();
     let cluster = Cluster::running();
     let ns = cluster.namespace("e2e-update", &[]);
-    let stored = cluster
-        .create(
-            &ns.name,
-            &labelled_pod(
-                "app",
-                json!({"vaultlet.io/role": "app",
-                                        "vaultlet.io/secret-db": "secret/data/db"}),
-            ),
-        )
-        .expect("created");
+    let stored = cluster.create(&ns.name, &app_pod("app")).expect("created");
     cluster.kubectl_ok(&["label", "pod", "-n", &ns.name, "app", "team=a"]);
     cluster.kubectl_ok(&["annotate", "pod", "-n", &ns.name, "app", "note=changed"]);
     let updated = cluster.get(&ns.name, "pod", "app").expect("pod exists");
@@ -441,16 +433,7 @@ fn reinvocation_after_another_webhook_leaves_one_agent() {
     let ns = cluster.namespace("e2e-reinvoke", &[]);
     let other = vaultlet_e2e::webhook::ExtraContainerWebhook::start(cluster, &ns.name);
     let before = cluster.injector_reviews();
-    let stored = cluster
-        .create(
-            &ns.name,
-            &labelled_pod(
-                "app",
-                json!({"vaultlet.io/role": "app",
-                                        "vaultlet.io/secret-db": "secret/data/db"}),
-            ),
-        )
-        .expect("created");
+    let stored = cluster.create(&ns.name, &app_pod("app")).expect("created");
     assert!(other.calls() >= 1, "the second webhook was not called");
     let names: Vec<&str> = stored["spec"]["containers"]
         .as_array()
