@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 
 use common::*;
@@ -202,12 +201,7 @@ async fn slow_clients_are_cut_off() {
     );
 
     // A body that stalls half-way: 408, and the server still answers others.
-    let tls = tls_connect(&ca, server.webhook, b"h2").await;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .expect("h2");
-    tokio::spawn(conn);
+    let mut sender = h2_streaming_sender(&ca, server.webhook).await;
     let (tx, body) = ChannelBody::new();
     tx.send(Bytes::from_static(b"{\"apiVersion\":"))
         .await

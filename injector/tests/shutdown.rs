@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use common::*;
@@ -19,12 +18,7 @@ async fn sigterm_finishes_in_flight_reviews_and_exits_zero() {
     let (ca, _dir, mut server) = start_signed(&["--drain-delay", "0s"]);
 
     // Start a review whose body is still being sent, then SIGTERM.
-    let tls = tls_connect(&ca, server.webhook, b"h2").await;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .expect("h2");
-    tokio::spawn(conn);
+    let mut sender = h2_streaming_sender(&ca, server.webhook).await;
     let (body_tx, body) = ChannelBody::new();
     let req = Request::post("https://localhost/mutate")
         .body(body)

@@ -280,14 +280,23 @@ pub async fn h1_declared_too_large(ca: &Ca, addr: SocketAddr, len: usize) -> u16
         .expect("status line")
 }
 
-/// HTTP/2 with no declared length: the server stops reading at the limit.
-pub async fn h2_streamed_too_large(ca: &Ca, addr: SocketAddr, len: usize) -> u16 {
+/// An HTTP/2 connection over TLS whose request bodies are streamed from a [`ChannelBody`].
+pub async fn h2_streaming_sender(
+    ca: &Ca,
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<ChannelBody> {
     let tls = tls_connect(ca, addr, b"h2").await;
-    let (mut sender, conn) =
+    let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
             .await
             .expect("h2");
     tokio::spawn(conn);
+    sender
+}
+
+/// HTTP/2 with no declared length: the server stops reading at the limit.
+pub async fn h2_streamed_too_large(ca: &Ca, addr: SocketAddr, len: usize) -> u16 {
+    let mut sender = h2_streaming_sender(ca, addr).await;
     let (tx, body) = ChannelBody::new();
     tokio::spawn(async move {
         let chunk = Bytes::from(vec![b' '; 64 * 1024]);
