@@ -21,7 +21,9 @@
 # VAULTLET_CLUSTER_DIR (state; default <repo>/.cluster), VAULTLET_CLUSTER_NODE (1; 0: control
 # plane only, no root needed), VAULTLET_CLUSTER_PORT_BASE (default 16400: etcd +79/+80, API
 # server +43, controller-manager +57, scheduler +59, kubelet +50 (healthz +48), injector +44,
-# injector admin +90).
+# injector admin +90), VAULTLET_CLUSTER_NET (default 0, 0-99: the Pod bridge vaultlet<N> on
+# 10.213.<N>.0/24; a non-zero N also puts the kubelet's cgroups under /vaultlet<N>). Two
+# clusters run side by side with a different VAULTLET_CLUSTER_DIR, PORT_BASE and NET each.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 mod="$repo/tests/cluster/k8s"
@@ -37,7 +39,12 @@ kubelet_port=$((base + 50)) kubelet_healthz_port=$((base + 48))
 # PostgreSQL of the tests listen on the bridge's host address for the Pods.
 node="${VAULTLET_CLUSTER_NODE:-1}"
 node_name=vaultlet-node
-pod_bridge=vaultlet0 pod_subnet=10.213.0.0/24 pod_gw=10.213.0.1
+net="${VAULTLET_CLUSTER_NET:-0}"
+case "$net" in [0-9] | [1-9][0-9]) ;; *) echo "VAULTLET_CLUSTER_NET must be 0-99, not $net" >&2; exit 2 ;; esac
+pod_bridge="vaultlet$net" pod_subnet="10.213.$net.0/24" pod_gw="10.213.$net.1"
+# A second kubelet on the machine must not see the first one's Pod cgroups as orphans.
+cgroup_root=/
+[ "$net" = 0 ] || cgroup_root="/vaultlet$net"
 api="https://127.0.0.1:$api_port"
 
 k8s_version="$(awk '$1 == "k8s.io/kubernetes" { print $2 }' "$mod/go.mod")"
@@ -406,6 +413,7 @@ authorization: {mode: Webhook}
 tlsCertFile: $pki/kubelet.crt
 tlsPrivateKeyFile: $pki/kubelet.key
 cgroupDriver: cgroupfs
+cgroupRoot: $cgroup_root
 failCgroupV1: false
 failSwapOn: false
 containerRuntimeEndpoint: unix://$dir/containerd/containerd.sock
@@ -433,6 +441,12 @@ node_up() {
     ip addr add "$pod_gw/${pod_subnet#*/}" dev "$pod_bridge"
   fi
   ip link set "$pod_bridge" up
+  if [ "$cgroup_root" != / ]; then
+    local h
+    for h in /sys/fs/cgroup/*/; do
+      [ -e "$h/cgroup.procs" ] && mkdir -p "$h${cgroup_root#/}"
+    done
+  fi
   local images archive
   images="$("$repo/scripts/images.sh")"
   node_config
