@@ -567,6 +567,6 @@ case "${1:-}" in
   build) build ;;
   injector) shift; injector_cmd "$@" ;;
   cert-manager-crds) cert_manager_crds ;;
-  images-dir) echo "$cache/images" ;;
+  images-dir) echo "${VAULTLET_IMAGES_CACHE:-$cache}/images" ;;
   *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -11,10 +11,12 @@
 #   scripts/images.sh
 # The Dockerfiles build with musl; here the same files come from glibc with +crt-static (no musl
 # target is installed here). The builds go to $VAULTLET_CACHE/target-images (outside the work
-# tree, so a second run is incremental).
+# tree, so a second run is incremental) and the archives to $VAULTLET_CACHE/images;
+# VAULTLET_IMAGES_CACHE moves both (a second checkout building other images beside this one).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${VAULTLET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vaultlet}"
+cache="${VAULTLET_IMAGES_CACHE:-$cache}"
 out="$cache/images"
 target="x86_64-unknown-linux-gnu"
 export CARGO_TARGET_DIR="$cache/target-images"
