@@ -36,9 +36,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-step "1/6 building vaultlet and the Kubernetes binaries (first time: long; cached afterwards)"
-cargo build -p vaultlet-injector -p vaultlet-agent
-step "2/6 local cluster: control plane + node, helm install of charts/vaultlet"
+step "1/6 building the Kubernetes binaries (first time: long; cached afterwards)"
+scripts/cluster.sh build
+step "2/6 local cluster: control plane + node (vaultlet's images built here), helm install of charts/vaultlet"
 scripts/cluster.sh install
 eval "$(scripts/cluster.sh env)"
 kubectl get nodes -o wide

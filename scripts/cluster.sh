@@ -6,13 +6,15 @@
 # (helm). Nothing is fetched but Go modules and Debian packages. See docs/cluster.md.
 #
 #   scripts/cluster.sh up [--watch PID]   build once (cached), generate PKI, start; idempotent
-#   scripts/cluster.sh install            up + `helm upgrade --install` of charts/vaultlet with the
-#                                         injector as a host process behind webhook.url
+#   scripts/cluster.sh install            up + `helm upgrade --install` of charts/vaultlet: the
+#                                         injector as the chart's Pods behind its Service (with
+#                                         no node: a host process behind webhook.url)
 #   scripts/cluster.sh env                print the export lines (KUBECONFIG, PATH)
 #   scripts/cluster.sh status             what runs
 #   scripts/cluster.sh down               stop everything it started and wipe the cluster's data
 #   scripts/cluster.sh build              only build (or find) the binaries
-#   scripts/cluster.sh injector stop|start  stop, or (re)start, the host injector process
+#   scripts/cluster.sh injector stop|start  take the injector away (Deployment scaled to 0, or
+#                                         the host process stopped), or bring it back
 #   scripts/cluster.sh cert-manager-crds  print the directory of cert-manager's CRDs (Go module)
 #   scripts/cluster.sh images-dir         print the directory of the node's image archives
 #
@@ -280,14 +282,16 @@ up() {
   if [ "$node" = 1 ]; then
     node_up
   fi
-  # What tests and tools read to find the cluster (testkit/src/cluster.rs).
+  # What tests and tools read to find the cluster (testkit/src/cluster.rs); install adds the
+  # injector's lines (kept here from an earlier install).
+  local injector_lines
+  injector_lines="$(grep '^INJECTOR' "$dir/endpoints.env" 2>/dev/null || true)"
   cat >"$dir/endpoints.env" <<EOF
 API_SERVER=$api
-INJECTOR_URL=https://127.0.0.1:$injector_port/mutate
-INJECTOR_ADMIN=http://127.0.0.1:$injector_admin_port
 NODE=$([ "$node" = 1 ] && echo "$node_name")
 HOST_FOR_PODS=$pod_gw
 EOF
+  [ -z "$injector_lines" ] || echo "$injector_lines" >>"$dir/endpoints.env"
   if [ -n "$watch" ]; then
     # A watchdog outside every group it may have to kill: `down` once PID is gone.
     setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec "$2" down' \
@@ -494,23 +498,64 @@ node_down() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# install: the chart for real, the injector as a host process behind webhook.url
+# install: the chart for real. With the node: the injector runs as the chart's Pods behind its
+# Service, as in production. Control plane only (VAULTLET_CLUSTER_NODE=0): no Pod can run, so the
+# injector runs on the host behind webhook.url.
+
+release_ns=vaultlet-system
+helm_() { "$dir/bin/helm" --kubeconfig "$dir/kubeconfig" "$@"; }
 
 install() {
   up "$@"
+  if [ "$node" = 1 ]; then install_in_cluster; else install_host; fi
+  say "installed: labelled Pods in every namespace but kube-system, kube-public and $release_ns are injected"
+}
+
+# The injector's line(s) of endpoints.env, replacing the previous ones.
+injector_endpoints() {
+  grep -v '^INJECTOR' "$dir/endpoints.env" >"$dir/endpoints.env.new" || true
+  printf '%s\n' "$@" >>"$dir/endpoints.env.new"
+  mv "$dir/endpoints.env.new" "$dir/endpoints.env"
+}
+
+install_in_cluster() {
+  stop injector # a host injector of an earlier install
+  say "helm upgrade --install vaultlet charts/vaultlet: the injector as Pods behind Service vaultlet.$release_ns"
+  # Pods on the node may choose the tests' Vault address for Pods (the bridge's host address).
+  helm_ upgrade --install vaultlet "$repo/charts/vaultlet" --namespace "$release_ns" --create-namespace \
+    --set-json "injector.allowedVaultAddrs=[\"http://$pod_gw:8200\"]" "${VAULTLET_HELM_ARGS[@]}" \
+    --wait --timeout 180s >/dev/null || die "helm install failed; see: kubectl -n $release_ns get pods"
+  wait_for "injector endpoints" 60 injector_endpoints_ready
+  # The URL the API server calls (its error messages name it).
+  injector_endpoints INJECTOR=service "INJECTOR_URL=https://vaultlet.$release_ns.svc:443/mutate" \
+    "INJECTOR_NAMESPACE=$release_ns"
+}
+
+# Every replica of the Deployment is a ready endpoint of the Service.
+injector_endpoints_ready() {
+  local want ready
+  want="$(kc -n "$release_ns" get deployment vaultlet -o jsonpath='{.spec.replicas}')"
+  ready="$(kc -n "$release_ns" get endpointslices -l kubernetes.io/service-name=vaultlet \
+    -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]}{"\n"}{end}' |
+    grep -c . || true)"
+  [ "$want" -gt 0 ] && [ "$ready" = "$want" ]
+}
+
+install_host() {
   local url="https://127.0.0.1:$injector_port/mutate"
   say "helm upgrade --install vaultlet charts/vaultlet (webhook.url=$url)"
-  "$dir/bin/helm" --kubeconfig "$dir/kubeconfig" upgrade --install vaultlet "$repo/charts/vaultlet" \
-    --namespace vaultlet-system --create-namespace --wait=false \
+  helm_ upgrade --install vaultlet "$repo/charts/vaultlet" \
+    --namespace "$release_ns" --create-namespace --wait=false \
     --set "webhook.url=$url" "${VAULTLET_HELM_ARGS[@]}" >/dev/null
   # The chart made (or kept) the serving certificate; the host injector serves it.
   local tls="$dir/injector/tls"
   mkdir -p "$tls" && chmod 700 "$dir/injector"
-  kc -n vaultlet-system get secret vaultlet-tls -o jsonpath='{.data.tls\.crt}' | base64 -d >"$tls/tls.crt.new"
-  kc -n vaultlet-system get secret vaultlet-tls -o jsonpath='{.data.tls\.key}' | base64 -d >"$tls/tls.key.new"
+  kc -n "$release_ns" get secret vaultlet-tls -o jsonpath='{.data.tls\.crt}' | base64 -d >"$tls/tls.crt.new"
+  kc -n "$release_ns" get secret vaultlet-tls -o jsonpath='{.data.tls\.key}' | base64 -d >"$tls/tls.key.new"
   mv "$tls/tls.crt.new" "$tls/tls.crt" && mv "$tls/tls.key.new" "$tls/tls.key"
   injector_start
-  say "installed: labelled Pods in every namespace but kube-system, kube-public and vaultlet-system are injected"
+  injector_endpoints INJECTOR=host "INJECTOR_URL=$url" \
+    "INJECTOR_ADMIN=http://127.0.0.1:$injector_admin_port"
 }
 
 # The host injector behind webhook.url, serving the certificate the chart made.
@@ -524,8 +569,7 @@ injector_start() {
   fi
   if ! alive injector; then
     say "starting vaultlet-injector serve on 127.0.0.1:$injector_port (admin 127.0.0.1:$injector_admin_port)"
-    # Pods on the node may choose the tests' Vault address for Pods (tests/tests/node.rs); no
-    # endpoints to leave, so no drain delay.
+    # No endpoints to leave, so no drain delay.
     VAULTLET_LISTEN_ADDR="127.0.0.1:$injector_port" VAULTLET_ADMIN_ADDR="127.0.0.1:$injector_admin_port" \
       VAULTLET_TLS_CERT_FILE="$tls/tls.crt" VAULTLET_TLS_KEY_FILE="$tls/tls.key" \
       VAULTLET_ALLOWED_VAULT_ADDRS="http://$pod_gw:8200" VAULTLET_DRAIN_DELAY=0s \
@@ -549,11 +593,30 @@ cert_manager_crds() {
   echo "$d/deploy/crds"
 }
 
-# injector start|stop: only the host injector process (the webhook configuration stays).
+# injector stop|start: take the injector away (the webhook configuration stays) and bring it
+# back. In the cluster: scale its Deployment to 0 and wait until its Pods are gone; then back to
+# the replicas it had, every one a ready endpoint.
 injector_cmd() {
-  case "${1:-}" in
-    stop) stop injector; say "injector stopped" ;;
-    start) injector_start ;;
+  local mode
+  mode="$(sed -n 's/^INJECTOR=//p' "$dir/endpoints.env" 2>/dev/null)"
+  case "${1:-}:$mode" in
+    stop:service)
+      kc -n "$release_ns" get deployment vaultlet -o jsonpath='{.spec.replicas}' >"$dir/run/injector.replicas"
+      kc -n "$release_ns" scale deployment vaultlet --replicas 0 >/dev/null
+      kc -n "$release_ns" wait --for=delete pod -l app.kubernetes.io/name=vaultlet --timeout 90s >/dev/null
+      say "injector stopped (Deployment scaled to 0)"
+      ;;
+    start:service)
+      local n
+      n="$(cat "$dir/run/injector.replicas" 2>/dev/null || echo 3)"
+      [ "$n" -gt 0 ] || n=3
+      kc -n "$release_ns" scale deployment vaultlet --replicas "$n" >/dev/null
+      kc -n "$release_ns" rollout status deployment vaultlet --timeout 120s >/dev/null
+      wait_for "injector endpoints" 60 injector_endpoints_ready
+      say "injector started ($n replicas)"
+      ;;
+    stop:*) stop injector; say "injector stopped" ;;
+    start:*) injector_start ;;
     *) die "usage: cluster.sh injector start|stop" ;;
   esac
 }
@@ -568,5 +631,5 @@ case "${1:-}" in
   injector) shift; injector_cmd "$@" ;;
   cert-manager-crds) cert_manager_crds ;;
   images-dir) echo "${VAULTLET_IMAGES_CACHE:-$cache}/images" ;;
-  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
 esac

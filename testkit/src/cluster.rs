@@ -61,14 +61,16 @@ impl Cluster {
         self.endpoint("API_SERVER")
     }
 
-    /// The webhook URL of the host injector (`webhook.url` of the installed chart).
+    /// The URL the API server calls for the webhook: the injector's Service
+    /// (`https://vaultlet.vaultlet-system.svc:443/mutate`), or the host injector's `webhook.url`
+    /// when the cluster has no node.
     pub fn injector_url(&self) -> &str {
         self.endpoint("INJECTOR_URL")
     }
 
-    /// The injector's plain-HTTP admin address (`/metrics`, `/readyz`).
-    pub fn injector_admin(&self) -> &str {
-        self.endpoint("INJECTOR_ADMIN")
+    /// Whether the injector runs as the chart's Pods behind its Service (else: a host process).
+    pub fn injector_in_cluster(&self) -> bool {
+        self.endpoint("INJECTOR") == "service"
     }
 
     fn endpoint(&self, key: &str) -> &str {
@@ -396,16 +398,40 @@ openssl x509 -req -in "$1/tls.csr" -CA "$2/ca.crt" -CAkey "$2/ca.key" -CAcreates
             .clone()
     }
 
-    /// The injector's counter of answered reviews (all outcomes), from its `/metrics`.
+    /// The injector's counter of answered reviews (all outcomes), from its `/metrics`
+    /// (summed over its Pods).
     pub fn injector_reviews(&self) -> f64 {
-        let url = format!("{}/metrics", self.injector_admin());
-        let out = Command::new("curl")
-            .args(["-sf", &url])
-            .output()
-            .expect("run curl");
-        assert!(out.status.success(), "GET {url} failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
+        let pages = if self.injector_in_cluster() {
+            // Every injector Pod's admin port, through the API server's Pod proxy.
+            let ns = self.endpoint("INJECTOR_NAMESPACE");
+            let pods = self.kubectl_ok(&[
+                "get",
+                "pods",
+                "-n",
+                ns,
+                "-l",
+                "app.kubernetes.io/name=vaultlet",
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ]);
+            pods.split_whitespace()
+                .map(|pod| {
+                    let path = format!("/api/v1/namespaces/{ns}/pods/{pod}:9090/proxy/metrics");
+                    self.kubectl_ok(&["get", "--raw", &path])
+                })
+                .collect()
+        } else {
+            let url = format!("{}/metrics", self.endpoint("INJECTOR_ADMIN"));
+            let out = Command::new("curl")
+                .args(["-sf", &url])
+                .output()
+                .expect("run curl");
+            assert!(out.status.success(), "GET {url} failed");
+            vec![String::from_utf8_lossy(&out.stdout).into_owned()]
+        };
+        pages
+            .iter()
+            .flat_map(|page| page.lines())
             .filter(|l| l.starts_with("vaultlet_injector_reviews_total"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()

@@ -3,7 +3,8 @@
 //! with cert-manager (its CRDs from its Go module; no cert-manager controller runs here).
 //!
 //! The release `vaultlet` in `vaultlet-system` is the one `scripts/cluster.sh install` made
-//! (tls.mode helm, webhook.url to the host injector); the other releases restrict their
+//! (tls.mode helm; the injector as its Pods behind its Service, or with no node a host process
+//! behind webhook.url); the other releases restrict their
 //! webhook to a label no Pod carries, so they never stand in the way of other tests.
 
 use serde_json::{Value, json};
@@ -85,10 +86,16 @@ fn upgrade_keeps_the_generated_ca_and_admission_keeps_working() {
         secret_before["data"]["ca.crt"].as_str().unwrap_or_default(),
         "the caBundle must be the generated CA"
     );
-    assert_eq!(
-        config_before["webhooks"][0]["clientConfig"]["url"],
-        cluster.injector_url()
-    );
+    let client = &config_before["webhooks"][0]["clientConfig"];
+    if cluster.injector_in_cluster() {
+        assert_eq!(
+            client["service"],
+            json!({"name": "vaultlet", "namespace": RELEASE_NS, "path": "/mutate", "port": 443})
+        );
+        assert_eq!(client.get("url"), None);
+    } else {
+        assert_eq!(client["url"], cluster.injector_url());
+    }
 
     helm_ok(
         cluster,
@@ -319,8 +326,8 @@ fn the_chart_runs_the_injector_on_the_node_behind_its_service() {
         "needs the node (scripts/cluster.sh install with VAULTLET_CLUSTER_NODE=1)"
     );
     let ns = cluster.namespace("e2e-chart-node", &[]);
-    // Its webhook configuration sorts before the host injector's `vaultlet`, so it is called
-    // first and injects; the host injector then sees an injected Pod.
+    // Its webhook configuration sorts before the installed release's `vaultlet`, so it is
+    // called first and injects; `vaultlet`'s injectors then see an injected Pod.
     let release = "aa-node";
     let _release = install_isolated(cluster, &ns, release, &["--wait", "--timeout", "180s"]);
     let fullname = format!("{release}-vaultlet");
