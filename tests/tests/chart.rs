@@ -41,6 +41,31 @@ fn isolated(release: &str) -> String {
     )
 }
 
+const EXEC_NOTIFY: &str = "exec:/bin/reload";
+
+/// The installed release keeps the chart's default (`injector.allowExecNotify: false`): an
+/// `exec:` notification is denied at admission, with the reason.
+#[test]
+fn exec_notifications_are_denied_by_default() {
+    let cluster = Cluster::running();
+    let ns = cluster.namespace("e2e-chart-exec", &[]);
+    let mut pod = labelled_pod();
+    pod["metadata"]["annotations"]["vaultlet.io/notify"] = json!(EXEC_NOTIFY);
+    let err = cluster
+        .create(&ns.name, &pod)
+        .expect_err("exec: must be denied by default");
+    assert_eq!(
+        err,
+        format!(
+            "Error from server: error when creating \"STDIN\": admission webhook \
+             \"inject.vaultlet.io\" denied the request: vaultlet: annotation vaultlet.io/notify: \
+             value \"{EXEC_NOTIFY}\" is invalid: exec: runs the command inside the agent container, \
+             whose image holds only the agent (no shell or tools); use signal: or http:, or ask \
+             the operator for an agent image with the tools and --allow-exec-notify"
+        )
+    );
+}
+
 fn labelled_pod() -> Value {
     json!({
         "apiVersion": "v1",
@@ -329,7 +354,19 @@ fn the_chart_runs_the_injector_on_the_node_behind_its_service() {
     // Its webhook configuration sorts before the installed release's `vaultlet`, so it is
     // called first and injects; `vaultlet`'s injectors then see an injected Pod.
     let release = "aa-node";
-    let _release = install_isolated(cluster, &ns, release, &["--wait", "--timeout", "180s"]);
+    // The operator of this release has an agent image with tools: `exec:` is admitted.
+    let _release = install_isolated(
+        cluster,
+        &ns,
+        release,
+        &[
+            "--wait",
+            "--timeout",
+            "180s",
+            "--set",
+            "injector.allowExecNotify=true",
+        ],
+    );
     let fullname = format!("{release}-vaultlet");
     let deployment = cluster
         .get(&ns.name, "deployment", &fullname)
@@ -341,6 +378,7 @@ fn the_chart_runs_the_injector_on_the_node_behind_its_service() {
     );
     let mut pod = labelled_pod();
     pod["metadata"]["labels"]["vaultlet.io/e2e-release"] = json!(release);
+    pod["metadata"]["annotations"]["vaultlet.io/notify"] = json!(EXEC_NOTIFY);
     pod["spec"]["nodeSelector"] = json!({"vaultlet.io/no-such-node": "true"});
     // Not in the release's own namespace: the chart keeps its webhook away from it.
     let apps = cluster.namespace("e2e-chart-node-apps", &[]);
