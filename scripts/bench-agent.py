@@ -7,6 +7,10 @@ standard library; talks to a dev OpenBao it starts on loopback and stops at the 
 
     scripts/bench-agent.sh            # builds release, installs tools, runs this
     python3 scripts/bench-agent.py --agent target/release/vaultlet-agent --bao .venv/bin/bao
+
+    # Did a change cost start-up time or idle CPU? Two vaultlet-agent builds, start-ups
+    # interleaved (so the machine's drift hits both alike), idle CPU over a long window:
+    scripts/bench-agent.sh --baseline /path/to/older/vaultlet-agent --runs 40 --idle 120
 """
 import argparse
 import json
@@ -14,6 +18,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -189,17 +194,66 @@ def measure(name, cmd, out, b, idle_s, work):
             os.killpg(p.pid, signal.SIGKILL)
 
 
+def start_once(agent, b, role_id, run_dir, idle_s=0.0):
+    """One start-up of vaultlet-agent: ms until its 3 files exist, and (idle_s > 0) its CPU
+    seconds over idle_s after settling, scaled to 30 s."""
+    out = os.path.join(run_dir, "out")
+    os.makedirs(out)
+    role_file, secret_file = os.path.join(run_dir, "role-id"), os.path.join(run_dir, "secret-id")
+    open(role_file, "w").write(role_id)
+    open(secret_file, "w").write(new_secret_id(b))
+    cmd = vaultlet_cmd(agent, run_dir, b.addr, role_file, secret_file, out)
+    files = [os.path.join(out, n) for n in TEMPLATES]
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    try:
+        start_ms = (wait_files(files, pred=lambda f: os.path.getsize(f) > 0) - t0) * 1000
+        cpu = None
+        if idle_s > 0:
+            time.sleep(3)
+            cpu0 = proc_stat(p.pid)
+            time.sleep(idle_s)
+            cpu = (proc_stat(p.pid) - cpu0) * 30 / idle_s
+        return start_ms, cpu
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(5)
+
+
+def compare(args, b, role_id, work):
+    """--baseline: start-ups of both builds interleaved, then idle CPU of each."""
+    agents = {"baseline": args.baseline, "candidate": args.agent}
+    starts = {k: [] for k in agents}
+    for r in range(args.runs):
+        for k, a in agents.items():
+            starts[k].append(start_once(a, b, role_id, os.path.join(work, f"{k}-{r}"))[0])
+    idle = {k: start_once(a, b, role_id, os.path.join(work, f"{k}-idle"), args.idle)[1]
+            for k, a in agents.items()}
+    print(f"\n{'':12}{'start->files ms: median':>24}{'p10':>8}{'p90':>8}{'idle CPU-s/30s':>16}")
+    for k in agents:
+        v = sorted(starts[k])
+        q = lambda f: v[min(len(v) - 1, int(f * len(v)))]
+        print(f"{k:12}{statistics.median(v):>24.1f}{q(0.1):>8.1f}{q(0.9):>8.1f}{idle[k]:>16.3f}")
+    print(f"\n{args.runs} interleaved start-ups each; idle CPU over {args.idle:.0f} s at a 1 s refresh "
+          f"interval (clock ticks of 10 ms: use a long window)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--agent", default="target/release/vaultlet-agent")
     ap.add_argument("--bao", default=os.environ.get("VAULTLET_BAO", ".venv/bin/bao"))
     ap.add_argument("--idle", type=float, default=30.0, help="idle window in seconds")
     ap.add_argument("--runs", type=int, default=3, help="start-up runs per agent (best and worst shown)")
+    ap.add_argument("--baseline", help="another vaultlet-agent build to compare --agent with "
+                    "(instead of bao agent)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="vaultlet-bench-")
     b = Bao(args.bao, work)
     try:
         role_id = setup(b)
+        if args.baseline:
+            return compare(args, b, role_id, work)
         results = {}
         for name, mk in (("vaultlet-agent", lambda *a: vaultlet_cmd(args.agent, *a)),
                          ("bao agent", lambda *a: bao_cmd(args.bao, *a))):
