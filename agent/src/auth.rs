@@ -1,4 +1,5 @@
-//! Logging in to Vault (Kubernetes, AppRole, token file), renewing and revoking the token.
+//! Logging in to Vault (Kubernetes, JWT, TLS certificate, AppRole, token file), renewing and
+//! revoking the token.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -104,6 +105,25 @@ impl Authenticator {
                 let jwt = read_secret_file("service-account token", &token_path)?;
                 let body = json!({ "role": role, "jwt": jwt.expose() });
                 self.login_at(&format!("auth/{mount_path}/login"), "kubernetes", &body)
+                    .await
+            }
+            AuthConfig::Jwt {
+                role,
+                mount_path,
+                token_path,
+            } => {
+                let jwt = read_secret_file("JWT (service-account token)", &token_path)?;
+                let body = json!({ "role": role, "jwt": jwt.expose() });
+                self.login_at(&format!("auth/{mount_path}/login"), "jwt", &body)
+                    .await
+            }
+            AuthConfig::Cert { role, mount_path } => {
+                // The credential is the client certificate of the TLS connection itself.
+                let body = match role {
+                    Some(name) => json!({ "name": name }),
+                    None => json!({}),
+                };
+                self.login_at(&format!("auth/{mount_path}/login"), "cert", &body)
                     .await
             }
             AuthConfig::Approle {

@@ -55,8 +55,8 @@ pub enum ClientError {
     /// A TLS file (CA, client certificate, key) could not be used.
     #[error("{what} {path}: {reason}; point the setting at a readable PEM file")]
     TlsFile {
-        /// Which setting, e.g. `vault.caCert`.
-        what: &'static str,
+        /// Which setting, e.g. `vault.caCert`, and where it came from.
+        what: String,
         /// The file.
         path: PathBuf,
         /// What went wrong.
@@ -79,6 +79,18 @@ pub enum ClientError {
         path: String,
         /// Cause, without URL or credentials.
         reason: String,
+    },
+    /// The TLS handshake with Vault failed for a reason a setting explains.
+    #[error("TLS with Vault failed ({op} {path}): {reason}; {hint}")]
+    Handshake {
+        /// HTTP method.
+        op: Method,
+        /// Vault path.
+        path: String,
+        /// What rustls or the server said.
+        reason: String,
+        /// Which file (and annotation) to look at, and what to do.
+        hint: String,
     },
     /// Vault answered 403: the token is invalid, expired or lacks a policy.
     #[error(
@@ -183,6 +195,7 @@ pub struct VaultClient {
     http: reqwest::Client,
     base: String,
     namespace: Option<String>,
+    tls: Arc<TlsFiles>,
 }
 
 impl fmt::Debug for VaultClient {
@@ -220,6 +233,7 @@ impl VaultClient {
             http,
             base: format!("{}/v1/", cfg.address.trim_end_matches('/')),
             namespace: cfg.namespace.clone().filter(|n| !n.is_empty()),
+            tls: Arc::new(TlsFiles::new(cfg)),
         })
     }
 
@@ -243,10 +257,21 @@ impl VaultClient {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
-            op: op.clone(),
-            path: path.to_owned(),
-            reason: error_chain(&e),
+        let unreachable = |e: reqwest::Error| {
+            let reason = error_chain(&e);
+            match self.tls.hint(&reason) {
+                Some(hint) => ClientError::Handshake {
+                    op: op.clone(),
+                    path: path.to_owned(),
+                    reason,
+                    hint,
+                },
+                None => ClientError::Unreachable {
+                    op: op.clone(),
+                    path: path.to_owned(),
+                    reason,
+                },
+            }
         };
         let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
@@ -319,6 +344,80 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+/// The TLS files of a client and where they came from, to explain a failed handshake.
+#[derive(Debug, Default)]
+struct TlsFiles {
+    /// `<file> (from <origin>)` of the CA, when one is set.
+    ca: Option<String>,
+    /// Same for the client certificate.
+    client: Option<String>,
+}
+
+impl TlsFiles {
+    fn new(cfg: &VaultConfig) -> Self {
+        let describe = |setting: &str, file: &Option<PathBuf>, origin: &Option<String>| {
+            file.as_ref().map(|f| {
+                let from = origin.as_deref().unwrap_or(setting);
+                format!("{} (from {from})", f.display())
+            })
+        };
+        Self {
+            ca: describe("vault.caCert", &cfg.ca_cert, &cfg.tls_origin.ca_cert),
+            client: describe(
+                "vault.clientCert",
+                &cfg.client_cert,
+                &cfg.tls_origin.client_cert,
+            ),
+        }
+    }
+
+    /// What to check when a request failed with `reason`, if it was a TLS failure a setting
+    /// explains (matched on rustls' messages, which name the alert or certificate error).
+    fn hint(&self, reason: &str) -> Option<String> {
+        if reason.contains("invalid peer certificate") {
+            return Some(match &self.ca {
+                Some(ca) => format!(
+                    "the CA file {ca} did not verify Vault's certificate; put the CA that \
+                     signed Vault's certificate there (and check vaultlet.io/tls-server-name \
+                     if the name differs)"
+                ),
+                None => "Vault's certificate is not signed by a CA the system trusts; name \
+                         the CA with vaultlet.io/tls-ca-secret or vaultlet.io/tls-ca-configmap \
+                         (vault.caCert)"
+                    .to_owned(),
+            });
+        }
+        let alert = |name: &str| reason.contains(&format!("received fatal alert: {name}"));
+        if alert("CertificateRequired") || (self.client.is_none() && alert("BadCertificate")) {
+            return Some(match &self.client {
+                None => "Vault requires a client certificate and none is configured; name a \
+                         kubernetes.io/tls Secret with vaultlet.io/tls-client-secret \
+                         (vault.clientCert, vault.clientKey)"
+                    .to_owned(),
+                Some(client) => format!(
+                    "Vault asked for a client certificate but did not take {client}; check it \
+                     is the certificate Vault expects"
+                ),
+            });
+        }
+        let refused = [
+            "BadCertificate",
+            "UnknownCA",
+            "CertificateUnknown",
+            "AccessDenied",
+        ];
+        if let Some(client) = &self.client
+            && refused.iter().any(|a| alert(a))
+        {
+            return Some(format!(
+                "Vault refused the client certificate {client}; it must be signed by a CA \
+                 Vault's listener trusts (tls_client_ca_file) and still be valid"
+            ));
+        }
+        None
+    }
+}
+
 /// Builds a rustls config when the defaults (system roots, URL host) are not enough.
 fn tls_config(cfg: &VaultConfig) -> Result<Option<rustls::ClientConfig>, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -335,12 +434,17 @@ fn tls_config(cfg: &VaultConfig) -> Result<Option<rustls::ClientConfig>, ClientE
     if cfg.ca_cert.is_none() && cfg.client_cert.is_none() && cfg.tls_server_name.is_none() {
         return Ok(None);
     }
+    let label = |setting: &str, origin: &Option<String>| match origin {
+        Some(from) => format!("{setting} (from {from})"),
+        None => setting.to_owned(),
+    };
+    let ca_label = label("vault.caCert", &cfg.tls_origin.ca_cert);
     let mut verifier: Arc<dyn ServerCertVerifier> = match &cfg.ca_cert {
         Some(path) => {
             let mut roots = rustls::RootCertStore::empty();
-            for cert in read_certs("vault.caCert", path)? {
+            for cert in read_certs(&ca_label, path)? {
                 roots.add(cert).map_err(|e| ClientError::TlsFile {
-                    what: "vault.caCert",
+                    what: ca_label.clone(),
                     path: path.clone(),
                     reason: e.to_string(),
                 })?;
@@ -371,13 +475,21 @@ fn tls_config(cfg: &VaultConfig) -> Result<Option<rustls::ClientConfig>, ClientE
         .with_custom_certificate_verifier(verifier);
     let mut config = match (&cfg.client_cert, &cfg.client_key) {
         (Some(cert), Some(key)) => {
-            let certs = read_certs("vault.clientCert", cert)?;
+            let certs = read_certs(
+                &label("vault.clientCert", &cfg.tls_origin.client_cert),
+                cert,
+            )?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| ClientError::TlsFile {
-                what: "vault.clientKey",
+                what: label("vault.clientKey", &cfg.tls_origin.client_cert),
                 path: key.clone(),
                 reason: e.to_string(),
             })?;
-            builder.with_client_auth_cert(certs, key).map_err(tls_err)?
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                ClientError::Tls(format!(
+                    "{}: the key does not fit the certificate ({e})",
+                    label("vault.clientCert", &cfg.tls_origin.client_cert)
+                ))
+            })?
         }
         _ => builder.with_no_client_auth(),
     };
@@ -385,12 +497,9 @@ fn tls_config(cfg: &VaultConfig) -> Result<Option<rustls::ClientConfig>, ClientE
     Ok(Some(config))
 }
 
-fn read_certs(
-    what: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+fn read_certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
     let err = |reason: String| ClientError::TlsFile {
-        what,
+        what: what.to_owned(),
         path: path.to_owned(),
         reason,
     };
@@ -450,6 +559,52 @@ impl ServerCertVerifier for NamedVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TlsOrigin;
+
+    fn mk_files(ca: bool, client: bool) -> TlsFiles {
+        TlsFiles::new(&VaultConfig {
+            address: "https://vault:8200".into(),
+            ca_cert: ca.then(|| "/vault/tls/ca/ca.crt".into()),
+            client_cert: client.then(|| "/vault/tls/client/tls.crt".into()),
+            client_key: client.then(|| "/vault/tls/client/tls.key".into()),
+            tls_origin: TlsOrigin {
+                ca_cert: ca
+                    .then(|| "annotation vaultlet.io/tls-ca-secret (Secret vault-ca)".into()),
+                client_cert: None,
+            },
+            ..VaultConfig::default()
+        })
+    }
+
+    #[test]
+    fn tls_failures_name_the_file_and_its_origin() {
+        let files = mk_files(true, true);
+        assert_eq!(
+            files.hint("invalid peer certificate: UnknownIssuer"),
+            Some(
+                "the CA file /vault/tls/ca/ca.crt (from annotation vaultlet.io/tls-ca-secret \
+                 (Secret vault-ca)) did not verify Vault's certificate; put the CA that signed \
+                 Vault's certificate there (and check vaultlet.io/tls-server-name if the name \
+                 differs)"
+                    .to_owned()
+            )
+        );
+        let refused = files.hint("received fatal alert: BadCertificate");
+        assert!(
+            refused.as_deref().is_some_and(|h| h.starts_with(
+                "Vault refused the client certificate /vault/tls/client/tls.crt (from vault.clientCert)"
+            )),
+            "{refused:?}"
+        );
+        let missing = mk_files(false, false).hint("received fatal alert: CertificateRequired");
+        assert!(
+            missing
+                .as_deref()
+                .is_some_and(|h| h.contains("vaultlet.io/tls-client-secret")),
+            "{missing:?}"
+        );
+        assert_eq!(files.hint("Connection refused (os error 111)"), None);
+    }
 
     #[test]
     fn secret_is_redacted() {
@@ -486,6 +641,7 @@ mod tests {
             tls_server_name: None,
             client_cert: None,
             client_key: None,
+            tls_origin: TlsOrigin::default(),
         })
         .expect("client");
         assert_eq!(c.base, "http://127.0.0.1:8200/v1/");
@@ -511,6 +667,7 @@ mod tests {
             tls_server_name: Some("vault.test".into()),
             client_cert: Some(cert),
             client_key: Some(key),
+            tls_origin: TlsOrigin::default(),
         }
     }
 
@@ -537,6 +694,7 @@ mod tests {
             tls_server_name: None,
             client_cert: None,
             client_key: None,
+            tls_origin: TlsOrigin::default(),
         })
         .unwrap_err();
         assert!(err.to_string().starts_with("vault.caCert"), "{err}");

@@ -270,7 +270,10 @@ pub fn rewrite_agent_config(
         m(p)?;
     }
     match &mut cfg.auth {
-        AuthConfig::Kubernetes { token_path, .. } => m(token_path)?,
+        AuthConfig::Kubernetes { token_path, .. } | AuthConfig::Jwt { token_path, .. } => {
+            m(token_path)?;
+        }
+        AuthConfig::Cert { .. } => {}
         AuthConfig::Approle {
             role_id_file,
             secret_id_file,
