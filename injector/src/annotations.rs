@@ -136,6 +136,27 @@ pub enum AuthMethod {
     Kubernetes,
     /// AppRole auth with role-id/secret-id from a Secret.
     Approle,
+    /// JWT auth with a projected service-account token, verified by Vault (OIDC discovery).
+    Jwt,
+    /// TLS certificate auth with the client certificate of `tls-client-secret`.
+    Cert,
+}
+
+impl AuthMethod {
+    /// The annotation value (and `--auth-method` value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kubernetes => "kubernetes",
+            Self::Approle => "approle",
+            Self::Jwt => "jwt",
+            Self::Cert => "cert",
+        }
+    }
+
+    /// Whether the agent logs in with the Pod's projected service-account token.
+    pub fn uses_sa_token(self) -> bool {
+        matches!(self, Self::Kubernetes | Self::Jwt)
+    }
 }
 
 impl std::str::FromStr for AuthMethod {
@@ -144,7 +165,9 @@ impl std::str::FromStr for AuthMethod {
         match s {
             "kubernetes" => Ok(Self::Kubernetes),
             "approle" => Ok(Self::Approle),
-            _ => Err("expected kubernetes or approle".into()),
+            "jwt" => Ok(Self::Jwt),
+            "cert" => Ok(Self::Cert),
+            _ => Err("expected kubernetes, jwt, cert or approle".into()),
         }
     }
 }
@@ -217,6 +240,14 @@ pub struct PodRequest {
     pub vault_namespace: Option<String>,
     /// `tls-server-name`.
     pub tls_server_name: Option<String>,
+    /// `sa-token-audience`.
+    pub sa_token_audience: Option<String>,
+    /// `tls-ca-secret`.
+    pub tls_ca_secret: Option<String>,
+    /// `tls-ca-configmap`.
+    pub tls_ca_configmap: Option<String>,
+    /// `tls-client-secret`.
+    pub tls_client_secret: Option<String>,
     /// `refresh-interval`.
     pub refresh_interval: Option<Duration>,
     /// `init-deadline`.
@@ -305,6 +336,7 @@ where
         parse_secret_attr(secret, key, stem, value)?;
     }
     check_files_unique(&req)?;
+    check_one_ca(&req)?;
     Ok(req)
 }
 
@@ -348,6 +380,12 @@ fn parse_pod_level(
         }
         "vault-namespace" => req.vault_namespace = Some(parse_word(v).map_err(bad)?),
         "tls-server-name" => req.tls_server_name = Some(parse_word(v).map_err(bad)?),
+        "sa-token-audience" => req.sa_token_audience = Some(parse_audience(v).map_err(bad)?),
+        "tls-ca-secret" => req.tls_ca_secret = Some(parse_dns_subdomain(v).map_err(bad)?),
+        "tls-ca-configmap" => req.tls_ca_configmap = Some(parse_dns_subdomain(v).map_err(bad)?),
+        "tls-client-secret" => {
+            req.tls_client_secret = Some(parse_dns_subdomain(v).map_err(bad)?);
+        }
         "refresh-interval" => {
             req.refresh_interval = Some(parse_bounded(v, 100, 24 * 3_600_000).map_err(bad)?);
         }
@@ -442,6 +480,17 @@ fn check_files_unique(req: &PodRequest) -> Result<(), AnnotationError> {
     Ok(())
 }
 
+fn check_one_ca(req: &PodRequest) -> Result<(), AnnotationError> {
+    if let (Some(_), Some(cm)) = (&req.tls_ca_secret, &req.tls_ca_configmap) {
+        return Err(AnnotationError::invalid(
+            &format!("{PREFIX}tls-ca-configmap"),
+            cm,
+            "vaultlet.io/tls-ca-secret names the CA already; keep one of the two",
+        ));
+    }
+    Ok(())
+}
+
 fn add_param(params: &mut BTreeMap<String, String>, word: &str) -> Result<(), String> {
     let (k, v) = word
         .split_once('=')
@@ -474,6 +523,20 @@ pub fn parse_bool(v: &str) -> Result<bool, String> {
 fn parse_word(v: &str) -> Result<String, String> {
     if v.is_empty() || v.len() > 253 || v.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return Err("expected a non-empty name without whitespace".into());
+    }
+    Ok(v.to_owned())
+}
+
+/// A token audience: what the API server puts in `aud` and Vault's role checks.
+pub fn parse_audience(v: &str) -> Result<String, String> {
+    if v.is_empty()
+        || v.len() > 253
+        || v.contains(|c: char| c.is_whitespace() || c.is_control() || c == ',')
+    {
+        return Err(
+            "expected one audience (e.g. vault or https://vault.example.com), no spaces or commas"
+                .into(),
+        );
     }
     Ok(v.to_owned())
 }
@@ -515,6 +578,8 @@ fn parse_abs_dir(v: &str) -> Result<String, String> {
         || dir.starts_with("/var/run/secrets")
         || dir == "/vault/approle"
         || dir == "/vault/ca"
+        || dir == vaultlet_agent::config::TLS_DIR
+        || dir.starts_with(&format!("{}/", vaultlet_agent::config::TLS_DIR))
     {
         return Err(format!(
             "{dir} is reserved for the agent; choose another directory"

@@ -20,6 +20,7 @@ use crate::settings::Settings;
 mod containers;
 mod fit;
 mod patch;
+mod tls;
 use containers::{agent_container, startup_probe, volumes};
 use fit::{check_conflicts, mount_into_apps};
 pub use patch::{Shape, patch};
@@ -379,6 +380,7 @@ fn agent_config(req: &PodRequest, s: &Settings, plan: &Plan) -> Result<AgentConf
         Some(addr) => addr.clone(),
         None => s.vault.vault_addr.clone(),
     };
+    tls::check_scheme(req, &address)?;
     let group = req
         .group
         .or_else(|| plan.fs_group.and_then(|g| u32::try_from(g).ok()));
@@ -403,20 +405,16 @@ fn agent_config(req: &PodRequest, s: &Settings, plan: &Plan) -> Result<AgentConf
     } else {
         ExitPolicy::Never
     };
+    let mut vault = VaultConfig {
+        address,
+        namespace: req.vault_namespace.clone(),
+        tls_server_name: req.tls_server_name.clone(),
+        ..VaultConfig::default()
+    };
+    tls::apply_to(&mut vault, req, s);
     let config = AgentConfig {
         version: CONFIG_VERSION,
-        vault: VaultConfig {
-            address,
-            namespace: req.vault_namespace.clone(),
-            ca_cert: s
-                .vault
-                .vault_ca_configmap
-                .as_ref()
-                .map(|_| format!("{CA_DIR}/ca.crt").into()),
-            tls_server_name: req.tls_server_name.clone(),
-            client_cert: None,
-            client_key: None,
-        },
+        vault,
         auth: auth_config(req, s, plan)?,
         secrets,
         notify: req.notify.clone(),
@@ -446,10 +444,19 @@ fn init_deadline(req: &PodRequest, s: &Settings) -> Duration {
 fn auth_config(req: &PodRequest, s: &Settings, plan: &Plan) -> Result<AuthConfig, Deny> {
     let default_mount = match plan.auth {
         _ if plan.auth == s.vault.auth_method => s.vault.auth_path.clone(),
-        AuthMethod::Kubernetes => "kubernetes".to_owned(),
-        AuthMethod::Approle => "approle".to_owned(),
+        other => other.as_str().to_owned(),
     };
     let mount_path = req.auth_path.clone().unwrap_or(default_mount);
+    if req.sa_token_audience.is_some() && !plan.auth.uses_sa_token() {
+        return Err(Deny::Annotation(invalid(
+            "sa-token-audience",
+            req.sa_token_audience.as_deref().unwrap_or_default(),
+            format!(
+                "{} auth sends no service-account token; remove it or use kubernetes or jwt auth",
+                plan.auth.as_str()
+            ),
+        )));
+    }
     match plan.auth {
         AuthMethod::Kubernetes => Ok(AuthConfig::Kubernetes {
             role: req.role.clone().ok_or_else(|| {
@@ -461,6 +468,26 @@ fn auth_config(req: &PodRequest, s: &Settings, plan: &Plan) -> Result<AuthConfig
             mount_path,
             token_path: DEFAULT_SA_TOKEN_PATH.into(),
         }),
+        AuthMethod::Jwt => Ok(AuthConfig::Jwt {
+            role: req.role.clone().ok_or_else(|| {
+                missing("role", "jwt auth needs a Vault role; add vaultlet.io/role")
+            })?,
+            mount_path,
+            token_path: DEFAULT_SA_TOKEN_PATH.into(),
+        }),
+        AuthMethod::Cert => {
+            if req.tls_client_secret.is_none() {
+                return Err(missing(
+                    "tls-client-secret",
+                    "cert auth logs in with a client certificate; name a kubernetes.io/tls \
+                     Secret (keys tls.crt, tls.key) with vaultlet.io/tls-client-secret",
+                ));
+            }
+            Ok(AuthConfig::Cert {
+                role: req.role.clone(),
+                mount_path,
+            })
+        }
         AuthMethod::Approle => {
             if req.approle_secret.is_none() {
                 return Err(missing(
@@ -602,3 +629,7 @@ fn check_resources(req: &PodRequest, s: &Settings) -> Result<(), Deny> {
 #[cfg(test)]
 #[path = "mutate_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "mutate_auth_tests.rs"]
+mod auth_tests;

@@ -132,7 +132,7 @@ pub struct VaultArgs {
     /// ConfigMap (key ca.crt) with the CA that signs Vault's certificate; mounted for the agent.
     #[arg(long, env = "VAULTLET_VAULT_CA_CONFIGMAP")]
     pub vault_ca_configmap: Option<String>,
-    /// Default auth method: kubernetes or approle.
+    /// Default auth method: kubernetes, jwt, cert or approle.
     #[arg(long, env = "VAULTLET_AUTH_METHOD", default_value = "kubernetes")]
     pub auth_method: AuthMethod,
     /// Mount path of the default auth method, without auth/.

@@ -86,18 +86,18 @@ pub const KNOWN: &[Known] = &[
     pod(
         "role",
         "(none; required for kubernetes auth)",
-        "Vault role to log in with (kubernetes auth).",
+        "Vault role to log in with (kubernetes and jwt auth; for cert auth the certificate role, optional: Vault tries every role when absent).",
         "app",
     ),
     pod(
         "auth",
         "`--auth-method` (kubernetes)",
-        "Login method: `kubernetes` (projected service-account token mounted into the agent only) or `approle`.",
+        "Login method: `kubernetes` (projected service-account token mounted into the agent only, reviewed by the API server), `jwt` (the same token, verified by Vault's `jwt` auth method through the issuer's OIDC discovery or keys), `cert` (the client certificate of `tls-client-secret`, over mutual TLS) or `approle`.",
         "approle",
     ),
     pod(
         "auth-path",
-        "`--auth-path` (kubernetes) for kubernetes auth, `approle` for approle auth",
+        "`--auth-path` (kubernetes) for the `--auth-method`; else the method's name (`kubernetes`, `jwt`, `cert`, `approle`)",
         "Mount path of the auth method, without `auth/`.",
         "k8s/cluster-a",
     ),
@@ -130,6 +130,30 @@ pub const KNOWN: &[Known] = &[
         "(host of the address)",
         "Name to verify Vault's certificate against.",
         "vault.internal",
+    ),
+    pod(
+        "sa-token-audience",
+        "`--sa-token-audience` (vault)",
+        "Audience of the projected service-account token (kubernetes and jwt auth); the Vault role must expect it (`audience` / `bound_audiences`).",
+        "https://vault.example.com",
+    ),
+    pod(
+        "tls-ca-secret",
+        "`--vault-ca-configmap`, else the system roots",
+        "Secret in the Pod's namespace whose key `ca.crt` is the CA that signs Vault's certificate; only that key is mounted, into the agent only. Needs an `https://` address.",
+        "vault-ca",
+    ),
+    pod(
+        "tls-ca-configmap",
+        "`--vault-ca-configmap`, else the system roots",
+        "Like `tls-ca-secret`, from a ConfigMap (key `ca.crt`). Set one of the two.",
+        "vault-ca",
+    ),
+    pod(
+        "tls-client-secret",
+        "(none: no client certificate)",
+        "A `kubernetes.io/tls` Secret (keys `tls.crt`, `tls.key`) in the Pod's namespace: the client certificate the agent presents to Vault for mutual TLS, and the credential of cert auth. Mounted into the agent only. Needs an `https://` address.",
+        "app-vault-client",
     ),
     pod(
         "refresh-interval",

@@ -5,17 +5,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    ExecAction, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
-    VolumeProjection,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, Probe,
+    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use vaultlet_agent::config::{DEFAULT_SA_TOKEN_PATH, DEFAULT_STATE_DIR};
 
 use super::{
-    AGENT_BINARY, APPROLE_DIR, APPROLE_VOLUME, CA_DIR, CA_VOLUME, METRICS_PORT_NAME, Plan,
-    SA_TOKEN_VOLUME, SECRETS_VOLUME, STATE_VOLUME, STATE_VOLUME_SIZE,
+    AGENT_BINARY, APPROLE_DIR, APPROLE_VOLUME, METRICS_PORT_NAME, Plan, SA_TOKEN_VOLUME,
+    SECRETS_VOLUME, STATE_VOLUME, STATE_VOLUME_SIZE,
 };
 use crate::annotations::{AuthMethod, PodRequest};
 use crate::settings::Settings;
@@ -56,15 +55,15 @@ pub(super) fn agent_container(
         mount(STATE_VOLUME, DEFAULT_STATE_DIR, false),
     ];
     match plan.auth {
-        AuthMethod::Kubernetes => {
+        AuthMethod::Kubernetes | AuthMethod::Jwt => {
             let dir = DEFAULT_SA_TOKEN_PATH.trim_end_matches("/token");
             mounts.push(mount(SA_TOKEN_VOLUME, dir, true));
         }
         AuthMethod::Approle => mounts.push(mount(APPROLE_VOLUME, APPROLE_DIR, true)),
+        // The client certificate is mounted with the TLS settings below.
+        AuthMethod::Cert => {}
     }
-    if s.vault.vault_ca_configmap.is_some() {
-        mounts.push(mount(CA_VOLUME, CA_DIR, true));
-    }
+    mounts.extend(super::tls::mounts(req, s));
     Container {
         name: name.to_owned(),
         image: Some(s.agent.agent_image.clone()),
@@ -158,12 +157,16 @@ pub(super) fn volumes(plan: &Plan, s: &Settings, req: &PodRequest) -> Vec<Volume
         },
     ];
     match plan.auth {
-        AuthMethod::Kubernetes => out.push(Volume {
+        AuthMethod::Kubernetes | AuthMethod::Jwt => out.push(Volume {
             name: SA_TOKEN_VOLUME.to_owned(),
             projected: Some(ProjectedVolumeSource {
                 sources: Some(vec![VolumeProjection {
                     service_account_token: Some(ServiceAccountTokenProjection {
-                        audience: Some(s.vault.sa_token_audience.clone()),
+                        audience: Some(
+                            req.sa_token_audience
+                                .clone()
+                                .unwrap_or_else(|| s.vault.sa_token_audience.clone()),
+                        ),
                         expiration_seconds: Some(
                             i64::try_from(s.vault.sa_token_expiration.0.as_secs())
                                 .unwrap_or(i64::MAX),
@@ -184,16 +187,8 @@ pub(super) fn volumes(plan: &Plan, s: &Settings, req: &PodRequest) -> Vec<Volume
             }),
             ..Volume::default()
         }),
+        AuthMethod::Cert => {}
     }
-    if let Some(cm) = &s.vault.vault_ca_configmap {
-        out.push(Volume {
-            name: CA_VOLUME.to_owned(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: cm.clone(),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
-    }
+    out.extend(super::tls::volumes(req, s));
     out
 }
