@@ -398,6 +398,24 @@ openssl x509 -req -in "$1/tls.csr" -CA "$2/ca.crt" -CAkey "$2/ca.key" -CAcreates
             .clone()
     }
 
+    /// Binds ClusterRole `system:service-account-issuer-discovery` to `system:unauthenticated`,
+    /// as Kubernetes documents for relying parties that fetch the issuer's OIDC discovery
+    /// document and JWKS without credentials (OpenBao's `jwt` auth method). Idempotent.
+    pub fn allow_anonymous_issuer_discovery(&self) {
+        let binding = serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "vaultlet-e2e-issuer-discovery"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "system:service-account-issuer-discovery"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                          "name": "system:unauthenticated"}],
+        });
+        if let Err(e) = self.kubectl(&["apply", "-f", "-"], Some(&binding.to_string())) {
+            panic!("cannot open the issuer discovery endpoints to anonymous clients: {e}");
+        }
+    }
+
     /// The injector's counter of answered reviews (all outcomes), from its `/metrics`
     /// (summed over its Pods).
     pub fn injector_reviews(&self) -> f64 {

@@ -8,6 +8,7 @@
 //! | piece | what it runs |
 //! |---|---|
 //! | [`OpenBao::dev`] | `bao server -dev` on `127.0.0.1:<free port>` |
+//! | [`OpenBao::dev_mtls`] | the same plus a TLS listener requiring client certificates ([`TestPki`] makes them) |
 //! | [`OpenBao::persistent`] | on-disk (single-node raft) server that survives [`OpenBao::stop`] / [`OpenBao::start`] |
 //! | [`Postgres`] | PostgreSQL from `VAULTLET_PG_BIN` (as user `postgres` when root) for the database engine |
 //! | [`HttpRecorder`] | records HTTP calls (the agent's `http://` notify target) |
@@ -57,6 +58,7 @@ pub mod cluster;
 mod forward;
 pub mod http;
 mod openbao;
+mod pki;
 mod postgres;
 mod process;
 mod server;
@@ -66,6 +68,7 @@ pub use bins::{bao_bin, pg_bin_dir, workspace_root};
 pub use forward::Forward;
 pub use nix::sys::signal::Signal;
 pub use openbao::{ApiResponse, OpenBao};
+pub use pki::{CertFiles, TestPki};
 pub use postgres::Postgres;
 pub use process::{Process, log_tail};
 pub use server::{Handler, HttpRecorder, HttpServer, Request};

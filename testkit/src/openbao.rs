@@ -12,6 +12,7 @@ use crate::{TempDir, bao_bin, http, random_hex, util, wait_until};
 
 mod auth;
 mod engines;
+mod tls;
 
 /// How long a server may take to come up (2 shared cores, parallel builds).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,6 +50,8 @@ pub struct OpenBao {
     port: u16,
     token: String,
     dir: PathBuf,
+    /// A second, TLS listener from a config file (dev servers only).
+    tls: Option<tls::TlsListener>,
     _temp: Option<TempDir>,
 }
 
@@ -73,18 +76,27 @@ impl OpenBao {
     /// bring OpenBao up there later. The cluster listener takes `port + 1`: pick the port with
     /// [`free_port_pair`](crate::free_port_pair).
     pub fn dev_on(port: u16) -> OpenBao {
+        let mut bao = Self::dev_unstarted_on(port);
+        bao.spawn();
+        bao.wait_health(|status| status == 200, "OpenBao dev server healthy");
+        bao
+    }
+
+    fn dev_unstarted() -> OpenBao {
+        Self::dev_unstarted_on(util::free_port_pair())
+    }
+
+    fn dev_unstarted_on(port: u16) -> OpenBao {
         let temp = TempDir::with_prefix("vaultlet-bao-").expect("create temp dir");
-        let mut bao = OpenBao {
+        OpenBao {
             server: None,
             kind: Kind::Dev,
             port,
             token: format!("root-{}", random_hex(12)),
             dir: temp.path().to_path_buf(),
+            tls: None,
             _temp: Some(temp),
-        };
-        bao.spawn();
-        bao.wait_health(|status| status == 200, "OpenBao dev server healthy");
-        bao
+        }
     }
 
     /// Starts a non-dev server storing its data under `dir` (which must not hold an earlier
@@ -120,6 +132,7 @@ impl OpenBao {
             port,
             token: String::new(),
             dir,
+            tls: None,
             _temp: temp,
         };
         bao.spawn();
@@ -207,6 +220,9 @@ impl OpenBao {
                 .arg("server")
                 .arg(format!("-config={}", config.display())),
         };
+        if let Some(tls) = &self.tls {
+            cmd.arg(format!("-config={}", tls.config.display()));
+        }
         scrub_env(&mut cmd);
         self.server = Some(Process::spawn("OpenBao", cmd, &self.log_path()));
     }

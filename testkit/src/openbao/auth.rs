@@ -1,4 +1,4 @@
-//! Auth method setup: AppRole (plain and response-wrapped secret-id) and Kubernetes.
+//! Auth method setup: AppRole (plain and response-wrapped secret-id), Kubernetes and JWT.
 
 use serde_json::json;
 
@@ -118,6 +118,54 @@ impl OpenBao {
             None,
             "POST",
             "auth/kubernetes/login",
+            Some(&json!({ "role": role, "jwt": jwt })),
+        )
+    }
+
+    /// Enables JWT auth at `jwt/` (once), validating tokens through the local API server's
+    /// OIDC discovery (`/.well-known/openid-configuration`, then its JWKS) with the cluster CA,
+    /// as an OpenBao outside the cluster would; then `role` for service account
+    /// `namespace/sa_name` (audience `audience`) with `policies`.
+    ///
+    /// The discovery endpoints are opened to anonymous clients the way Kubernetes documents
+    /// it ([`Cluster::allow_anonymous_issuer_discovery`]).
+    pub fn enable_jwt(
+        &self,
+        k8s: &Cluster,
+        role: &str,
+        (namespace, sa_name): (&str, &str),
+        audience: &str,
+        policies: &[&str],
+    ) {
+        k8s.allow_anonymous_issuer_discovery();
+        self.enable_auth("jwt", "jwt");
+        let ca = std::fs::read_to_string(k8s.ca_file()).expect("read the cluster CA");
+        self.write(
+            "auth/jwt/config",
+            json!({
+                "oidc_discovery_url": k8s.api_url(),
+                "oidc_discovery_ca_pem": ca,
+            }),
+        );
+        self.write(
+            &format!("auth/jwt/role/{role}"),
+            json!({
+                "role_type": "jwt",
+                "user_claim": "sub",
+                "bound_audiences": [audience],
+                "bound_subject": format!("system:serviceaccount:{namespace}:{sa_name}"),
+                "token_policies": policies,
+                "token_ttl": "1h",
+            }),
+        );
+    }
+
+    /// JWT login over the API; the full response, so a test can assert a denial too.
+    pub fn jwt_login(&self, role: &str, jwt: &str) -> super::ApiResponse {
+        self.try_api(
+            None,
+            "POST",
+            "auth/jwt/login",
             Some(&json!({ "role": role, "jwt": jwt })),
         )
     }
