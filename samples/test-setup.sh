@@ -59,6 +59,11 @@ export OUT_DIR="$work/out"
 # Any CA PEM will do for kubernetes_ca_cert: OpenBao's own dev CA is not available, so make one.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=test-ca \
   -keyout "$work/k8s-ca.key" -out "$KUBERNETES_CA_CERT" 2>/dev/null
+# The jwt sample cannot reach an API server's OIDC discovery here: it gets a service-account
+# key pair's public half instead, and a token signed with the private half is checked below.
+openssl genrsa -out "$work/sa.key" 2048 2>/dev/null
+openssl rsa -in "$work/sa.key" -pubout -out "$work/sa.pub" 2>/dev/null
+export KUBERNETES_SA_PUBKEY="$work/sa.pub" KUBERNETES_ISSUER="https://kubernetes.default.svc"
 
 failures=0
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
@@ -96,10 +101,29 @@ pg_login() {
 check "postgres-dynamic: database/creds/orders issues a user that can log in" pg_login
 check "pki-tls: pki/issue/web issues a certificate" \
   bao write pki/issue/web common_name=web.default.svc.cluster.local alt_names=web,web.default.svc
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+# sa_jwt SUBJECT: an RS256 token as the API server would sign it, audience of the jwt sample.
+sa_jwt() {
+  local now head body
+  now="$(date +%s)"
+  head="$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)"
+  body="$(printf '{"iss":"%s","sub":"%s","aud":["https://vault.example.com"],"iat":%s,"exp":%s}' \
+    "$KUBERNETES_ISSUER" "$1" "$now" "$((now + 600))" | b64url)"
+  printf '%s.%s.%s' "$head" "$body" \
+    "$(printf '%s.%s' "$head" "$body" | openssl dgst -sha256 -sign "$work/sa.key" | b64url)"
+}
+check "jwt: a token of default/inventory logs in" \
+  bao write auth/jwt/login role=inventory jwt="$(sa_jwt system:serviceaccount:default:inventory)"
+check "jwt: a token of another service account is refused" \
+  sh -c "! bao write auth/jwt/login role=inventory jwt='$(sa_jwt system:serviceaccount:default:other)'"
+check "cert-auth: role payments trusts the client CA that signed the written certificate" \
+  sh -c "bao read -field=certificate auth/cert/certs/payments >'$work/role-ca.pem' && \
+    openssl verify -CAfile '$work/role-ca.pem' '$OUT_DIR/secrets/payments-vault-client/tls.crt'"
 for role in nginx orders web report backup prometheus legacy; do
   check "kubernetes role $role has audience vault" sh -c "bao read -field=audience auth/kubernetes/role/$role | grep -qx vault"
 done
-for path in nginx/site billing/config report/config backup/s3 prometheus/remote-write legacy/config; do
+for path in nginx/site billing/config report/config backup/s3 prometheus/remote-write legacy/config \
+  inventory/config payments/config; do
   check "kv secret/$path still at version 1 after two runs" \
     sh -c "bao kv metadata get -format=json -mount=secret $path | grep -q '\"current_version\": 1,'"
 done
