@@ -148,6 +148,54 @@ fn kubernetes_auth_with_a_pod_bound_token_from_the_api_server() {
 }
 
 #[test]
+fn jwt_auth_verified_through_the_api_servers_oidc_discovery() {
+    let password = random_hex(12);
+    let bao = mk_bao(&password);
+    let k8s = Cluster::running();
+    let ns = "vaultlet-e2e";
+    let (pod, uid) = k8s.placeholder_pod(ns, "jwt-sa");
+    bao.enable_jwt(k8s, "app", (ns, "jwt-sa"), "vault", &["app"]);
+    // What the kubelet mounts for jwt auth: the same projected token as kubernetes auth.
+    let jwt = k8s.token(ns, "jwt-sa", "vault", 600, Some((&pod, &uid)));
+
+    let h = Harness::new();
+    let sa = h.put("sa-token", &jwt);
+    let auth = json!({ "method": "jwt", "role": "app", "tokenPath": sa });
+    let mut cfg = config(&bao.addr(), auth, mk_secrets());
+    cfg["paths"] = json!({ "tokenSink": h.sink() });
+    let (status, log, _) = h.init(&cfg, Duration::from_secs(20));
+    assert!(status.success(), "init failed: {log}");
+    assert_eq!(
+        read(&h.file("app.env")),
+        format!("password={password}\nusername=app-user\n")
+    );
+    assert_no_leak(&log, &[&password, &jwt, &read(&h.sink())]);
+
+    // The wrong credential: a token for another audience, or of another service account.
+    let other_audience = k8s.token(ns, "jwt-sa", "not-vault", 600, None);
+    k8s.ensure_service_account(ns, "intruder");
+    let other_account = k8s.token(ns, "intruder", "vault", 600, None);
+    for (what, wrong) in [("audience", &other_audience), ("account", &other_account)] {
+        let h = Harness::new();
+        let sa = h.put("sa-token", wrong);
+        let auth = json!({ "method": "jwt", "role": "app", "tokenPath": sa });
+        let mut cfg = config(&bao.addr(), auth, mk_secrets());
+        cfg["initDeadline"] = json!("1s");
+        let (status, log, _) = h.init(&cfg, Duration::from_secs(20));
+        assert!(
+            !status.success(),
+            "a token of another {what} must not log in: {log}"
+        );
+        assert!(
+            log.contains("jwt login (auth/jwt/login) failed"),
+            "{what}: {log}"
+        );
+        assert!(!h.file("app.env").exists());
+        assert_no_leak(&log, &[&password, wrong]);
+    }
+}
+
+#[test]
 fn approle_token_is_renewed_then_replaced_near_its_max_ttl() {
     let bao = mk_bao("pw");
     let (role_id, secret_id) = bao.enable_approle("app", &["app"]);
