@@ -521,9 +521,11 @@ injector_endpoints() {
 install_in_cluster() {
   stop injector # a host injector of an earlier install
   say "helm upgrade --install vaultlet charts/vaultlet: the injector as Pods behind Service vaultlet.$release_ns"
-  # Pods on the node may choose the tests' Vault address for Pods (the bridge's host address).
+  # Pods on the node may choose the tests' Vault address for Pods (the bridge's host address),
+  # plain or TLS (the cert-auth sample's listener requiring client certificates).
   helm_ upgrade --install vaultlet "$repo/charts/vaultlet" --namespace "$release_ns" --create-namespace \
-    --set-json "injector.allowedVaultAddrs=[\"http://$pod_gw:8200\"]" "${VAULTLET_HELM_ARGS[@]}" \
+    --set-json "injector.allowedVaultAddrs=[\"http://$pod_gw:8200\",\"https://$pod_gw:8200\"]" \
+    "${VAULTLET_HELM_ARGS[@]}" \
     --wait --timeout 180s >/dev/null || die "helm install failed; see: kubectl -n $release_ns get pods"
   wait_for "injector endpoints" 60 injector_endpoints_ready
   # The URL the API server calls (its error messages name it).
@@ -569,10 +571,11 @@ injector_start() {
   fi
   if ! alive injector; then
     say "starting vaultlet-injector serve on 127.0.0.1:$injector_port (admin 127.0.0.1:$injector_admin_port)"
-    # No endpoints to leave, so no drain delay.
+    # Pods on the node may choose the tests' Vault address for Pods, plain or TLS (the
+    # cert-auth sample); no endpoints to leave, so no drain delay.
     VAULTLET_LISTEN_ADDR="127.0.0.1:$injector_port" VAULTLET_ADMIN_ADDR="127.0.0.1:$injector_admin_port" \
       VAULTLET_TLS_CERT_FILE="$tls/tls.crt" VAULTLET_TLS_KEY_FILE="$tls/tls.key" \
-      VAULTLET_ALLOWED_VAULT_ADDRS="http://$pod_gw:8200" VAULTLET_DRAIN_DELAY=0s \
+      VAULTLET_ALLOWED_VAULT_ADDRS="http://$pod_gw:8200,https://$pod_gw:8200" VAULTLET_DRAIN_DELAY=0s \
       start injector "$injector" serve
   fi
   wait_for injector 30 curl -sf "http://127.0.0.1:$injector_admin_port/readyz"

@@ -49,9 +49,12 @@ pub fn node_sample_with(name: &str, mut opts: SampleOptions) -> NodeSample {
     let ns = cluster.namespace(&format!("e2e-node-{name}"), RESTRICTED);
     opts.env.push(("NAMESPACE".into(), ns.name.clone()));
     let env = SampleEnv::start(name, &opts);
-    let target = format!("127.0.0.1:{}", env.bao.port())
-        .parse()
-        .expect("socket address");
+    // TLS samples: Pods reach the listener that requires client certificates.
+    let (port, scheme) = match &env.tls {
+        Some(_) => (env.bao.tls_port(), "https"),
+        None => (env.bao.port(), "http"),
+    };
+    let target = format!("127.0.0.1:{port}").parse().expect("socket address");
     let forward = Forward::start(host, VAULT_PORT_FOR_PODS, target);
     for file in ["serviceaccount.yaml", "configmap.yaml"] {
         let path = env.dir.join(file);
@@ -78,7 +81,7 @@ pub fn node_sample_with(name: &str, mut opts: SampleOptions) -> NodeSample {
     NodeSample {
         env,
         ns,
-        vault_addr: format!("http://{host}:{VAULT_PORT_FOR_PODS}"),
+        vault_addr: format!("{scheme}://{host}:{VAULT_PORT_FOR_PODS}"),
         _forward: forward,
     }
 }

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use vaultlet_testkit::cluster::Cluster;
-use vaultlet_testkit::{OpenBao, Postgres, TempDir};
+use vaultlet_testkit::{OpenBao, Postgres, TempDir, TestPki};
 
 use crate::podrun::{PodSetup, TokenRequest};
 use crate::{bins, injector};
@@ -28,7 +28,18 @@ pub struct SampleEnv {
     pub k8s: &'static Cluster,
     /// PostgreSQL, for database samples.
     pub pg: Option<Postgres>,
+    /// The CAs of OpenBao's TLS listener and of its clients ([`SampleOptions::mtls`]).
+    pub tls: Option<SampleTls>,
     temp: TempDir,
+}
+
+/// The CAs of a sample's mutual-TLS OpenBao.
+#[derive(Debug)]
+pub struct SampleTls {
+    /// Signs OpenBao's server certificate (`VAULT_CA_CERT` for `setup.sh`).
+    pub vault_ca: TestPki,
+    /// The listener trusts client certificates it signs (`CLIENT_CA_CERT`/`CLIENT_CA_KEY`).
+    pub clients: TestPki,
 }
 
 impl std::fmt::Debug for SampleEnv {
@@ -49,6 +60,9 @@ pub struct SampleOptions {
     pub env: Vec<(String, String)>,
     /// An OpenBao that keeps its data across [`OpenBao::stop`] / [`OpenBao::start`].
     pub persistent: bool,
+    /// An OpenBao with a TLS listener that requires client certificates, its server
+    /// certificate valid for 127.0.0.1 and the address Pods use.
+    pub mtls: bool,
 }
 
 impl SampleEnv {
@@ -60,16 +74,22 @@ impl SampleEnv {
             "samples/{name}/pod.yaml does not exist"
         );
         let temp = TempDir::with_prefix(format!("vaultlet-e2e-{name}-")).expect("temp dir");
+        let k8s = Cluster::running();
+        let (bao, tls) = if opts.mtls {
+            let (bao, tls) = mtls_bao(k8s);
+            (bao, Some(tls))
+        } else if opts.persistent {
+            (OpenBao::persistent_temp(), None)
+        } else {
+            (OpenBao::dev(), None)
+        };
         let env = SampleEnv {
             name: name.into(),
             dir,
-            bao: if opts.persistent {
-                OpenBao::persistent_temp()
-            } else {
-                OpenBao::dev()
-            },
-            k8s: Cluster::running(),
+            bao,
+            k8s,
             pg: opts.postgres.then(Postgres::start),
+            tls,
             temp,
         };
         env.run_setup(&opts.env);
@@ -100,6 +120,11 @@ impl SampleEnv {
             .envs(extra.iter().map(|(k, v)| (k, v)));
         if let Some(pg) = &self.pg {
             cmd.env("POSTGRES_URL", postgres_url(pg));
+        }
+        if let Some(tls) = &self.tls {
+            cmd.env("VAULT_CA_CERT", tls.vault_ca.ca_cert())
+                .env("CLIENT_CA_CERT", tls.clients.ca_cert())
+                .env("CLIENT_CA_KEY", tls.clients.ca_key());
         }
         let out = cmd.output().expect("run setup.sh");
         assert!(
@@ -253,6 +278,19 @@ impl SampleEnv {
     pub fn scratch(&self) -> &Path {
         self.temp.path()
     }
+}
+
+/// A dev OpenBao with a listener requiring client certificates of a new client CA, serving a
+/// certificate of a new server CA for 127.0.0.1 and the host address of the node's Pods.
+fn mtls_bao(k8s: &Cluster) -> (OpenBao, SampleTls) {
+    let vault_ca = TestPki::new("openbao-ca");
+    let mut sans = vec!["IP:127.0.0.1".to_string()];
+    sans.extend(k8s.host_for_pods().map(|h| format!("IP:{h}")));
+    let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
+    let server = vault_ca.issue("openbao", "openbao", &sans);
+    let clients = TestPki::new("client-ca");
+    let bao = OpenBao::dev_mtls(&server, clients.ca_cert());
+    (bao, SampleTls { vault_ca, clients })
 }
 
 /// `postgresql://postgres:PASS@127.0.0.1:PORT/postgres?sslmode=disable`.

@@ -222,6 +222,8 @@ fn every_sample_workload_is_admitted_as_preview_shows_under_restricted() {
         ("init-only", "deployment.yaml"),
         ("pki-tls", "deployment.yaml"),
         ("postgres-dynamic", "deployment.yaml"),
+        ("jwt", "deployment.yaml"),
+        ("cert-auth", "deployment.yaml"),
         ("job", "job.yaml"),
         ("cronjob", "cronjob.yaml"),
     ];
@@ -272,6 +274,8 @@ fn every_sample_pod_is_admitted_under_restricted() {
         "init-only",
         "pki-tls",
         "postgres-dynamic",
+        "jwt",
+        "cert-auth",
         "job",
         "cronjob",
     ] {

@@ -424,3 +424,120 @@ fn approle_pod_reads_its_secret_and_revokes_its_token_when_deleted() {
         approle_tokens(&sample) == 0
     });
 }
+
+#[test]
+fn jwt_sample_logs_in_through_the_api_servers_oidc_discovery() {
+    let _turn = VAULT_FOR_PODS.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::running();
+    // OpenBao reads the issuer's discovery document and keys as an anonymous client.
+    cluster.allow_anonymous_issuer_discovery();
+    let sample = node_sample("jwt");
+    let file = "/vault/secrets/inventory.env";
+    let name = &sample.deploy(
+        "inventory-",
+        "app",
+        file,
+        &["/usr/local/bin/app", "watch", file],
+        &[],
+    );
+    wait_logs(
+        cluster,
+        &sample.ns.name,
+        name,
+        "app",
+        &format!("app: {file}: account=inventory-eu"),
+    );
+    // The agent's token came from auth/jwt, for the Pod's service account.
+    let agent_log = logs(cluster, &sample.ns.name, name, "vaultlet-agent");
+    assert!(
+        agent_log
+            .lines()
+            .any(|l| l.contains("logged in") && l.contains("jwt")),
+        "{agent_log}"
+    );
+    let role = sample
+        .env
+        .bao(&["read", "-field=bound_subject", "auth/jwt/role/inventory"]);
+    assert_eq!(
+        role.trim(),
+        format!("system:serviceaccount:{}:inventory", sample.ns.name)
+    );
+}
+
+#[test]
+fn cert_auth_sample_logs_in_over_mutual_tls_with_its_secrets() {
+    let _turn = VAULT_FOR_PODS.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::running();
+    let sample = node_sample_with(
+        "cert-auth",
+        SampleOptions {
+            mtls: true,
+            ..SampleOptions::default()
+        },
+    );
+    assert!(
+        sample.vault_addr.starts_with("https://"),
+        "{}",
+        sample.vault_addr
+    );
+    let file = "/vault/secrets/payments.env";
+    let name = &sample.deploy(
+        "payments-",
+        "app",
+        file,
+        &["/usr/local/bin/app", "watch", file],
+        &[],
+    );
+    wait_logs(
+        cluster,
+        &sample.ns.name,
+        name,
+        "app",
+        &format!("app: {file}: merchant_id=m-4711"),
+    );
+    // The client certificate and the CA reach the agent only.
+    let pod = cluster
+        .get(&sample.ns.name, "pod", name)
+        .expect("pod exists");
+    let mounts_of = |c: &serde_json::Value| -> Vec<String> {
+        c["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["name"].as_str().map(String::from))
+            .collect()
+    };
+    for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+        let mounts = mounts_of(c);
+        assert!(
+            !mounts.iter().any(|m| m.starts_with("vaultlet-tls")),
+            "{}: {mounts:?}",
+            c["name"]
+        );
+    }
+    let agent = pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "vaultlet-agent")
+        .expect("the agent");
+    let mounts = mounts_of(agent);
+    assert!(
+        mounts.contains(&"vaultlet-tls-ca".to_string())
+            && mounts.contains(&"vaultlet-tls-client".to_string()),
+        "{mounts:?}"
+    );
+    let key = sample
+        .env
+        .written_secrets()
+        .get("payments-vault-client")
+        .and_then(|d| d.get("tls.key").cloned())
+        .unwrap_or_default();
+    let agent_log = logs(cluster, &sample.ns.name, name, "vaultlet-agent");
+    for line in key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(
+            !agent_log.contains(line),
+            "the client key in the agent's log"
+        );
+    }
+}
