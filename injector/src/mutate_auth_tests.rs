@@ -4,7 +4,9 @@ use super::*;
 use crate::testutil::{emit_for_validation, mk_pod};
 use k8s_openapi::api::core::v1::{Container, Volume};
 use serde_json::json;
-use vaultlet_agent::config::{TLS_CA_VOLUME, TLS_CLIENT_VOLUME, TlsOrigin};
+use vaultlet_agent::config::{
+    AuthConfig, DEFAULT_SA_TOKEN_PATH, TLS_CA_VOLUME, TLS_CLIENT_VOLUME, TlsOrigin,
+};
 
 fn pod_with(annotations: &[(&str, &str)]) -> Pod {
     let mut a = json!({

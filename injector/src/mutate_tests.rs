@@ -4,6 +4,7 @@ use super::*;
 use crate::testutil::{emit_for_validation, mk_pod};
 use k8s_openapi::api::core::v1::Container;
 use serde_json::json;
+use vaultlet_agent::config::AuthConfig;
 
 fn settings() -> Settings {
     Settings::defaults()
