@@ -541,3 +541,47 @@ fn cert_auth_sample_logs_in_over_mutual_tls_with_its_secrets() {
         );
     }
 }
+
+#[test]
+fn cert_auth_with_a_wrong_ca_says_which_annotation_and_file() {
+    let _turn = VAULT_FOR_PODS.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::running();
+    let sample = node_sample_with(
+        "cert-auth",
+        SampleOptions {
+            mtls: true,
+            ..SampleOptions::default()
+        },
+    );
+    let ns = &sample.ns.name;
+    // A CA that did not sign OpenBao's certificate, in its own Secret.
+    let wrong = vaultlet_testkit::TestPki::new("not-openbaos-ca");
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "wrong-ca", "namespace": ns},
+        "stringData": {"ca.crt": wrong.ca_pem()},
+    });
+    cluster
+        .create(ns, &secret)
+        .unwrap_or_else(|e| panic!("Secret wrong-ca: {e}"));
+    let file = "/vault/secrets/payments.env";
+    let deployment = prepare(
+        &sample,
+        "deployment.yaml",
+        &["/usr/local/bin/app", "watch", file],
+        &[("vaultlet.io/tls-ca-secret", "wrong-ca")],
+    );
+    cluster
+        .create(ns, &deployment)
+        .unwrap_or_else(|e| panic!("deployment refused: {e}"));
+    let pod = pod_of(cluster, ns, "payments-");
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    let want = "the CA file /vault/tls/ca/ca.crt (from annotation vaultlet.io/tls-ca-secret: \
+                Secret wrong-ca, key ca.crt) did not verify Vault's certificate";
+    let line = wait_log_line(cluster, ns, name, "vaultlet-agent", want, |l| {
+        l.contains(want).then(|| l.to_string())
+    });
+    eprintln!("agent: {line}");
+    // The startupProbe never passed, so the app never started.
+    assert_eq!(logs(cluster, ns, name, "app"), "");
+}
