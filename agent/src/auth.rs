@@ -94,8 +94,16 @@ impl Authenticator {
         }
     }
 
-    /// Logs in and returns a fresh token. Credential files are re-read each time.
+    /// Logs in and returns a fresh token. Credential files are re-read each time, and the
+    /// TLS files too: a renewed client certificate is what cert auth logs in with.
     pub async fn login(&mut self) -> Result<Token, AuthError> {
+        match self.client.reload_tls() {
+            Ok(true) => tracing::info!("Vault TLS files changed; new connections use them"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "Vault TLS files changed but cannot be used; keeping the previous ones")
+            }
+        }
         match self.cfg.clone() {
             AuthConfig::Kubernetes {
                 role,

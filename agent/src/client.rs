@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use reqwest::Method;
@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::config::VaultConfig;
 
 mod tls;
-use tls::{TlsFiles, tls_config};
+use tls::{TlsFiles, tls_config, tls_stamp};
 
 /// How long one Vault call may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -191,7 +191,10 @@ impl fmt::Debug for Response {
 /// A Vault HTTP client bound to one server (and namespace); cheap to clone.
 #[derive(Clone)]
 pub struct VaultClient {
-    http: reqwest::Client,
+    /// The HTTP client and the stamp of the TLS files it was built from; shared by every
+    /// clone, so a reload reaches the fetch loops and the authenticator alike.
+    http: Arc<RwLock<(reqwest::Client, Option<u64>)>>,
+    vault: Arc<VaultConfig>,
     base: String,
     namespace: Option<String>,
     tls: Arc<TlsFiles>,
@@ -213,27 +216,40 @@ struct ErrorBody {
 }
 
 impl VaultClient {
-    /// Builds a client from the config's Vault section (TLS files are read here, once).
+    /// Builds a client from the config's Vault section (TLS files are read here; again by
+    /// [`reload_tls`](Self::reload_tls) when they change).
     pub fn new(cfg: &VaultConfig) -> Result<Self, ClientError> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http1_only()
-            // Never route Vault traffic through a proxy taken from the environment.
-            .no_proxy();
-        if let Some(tls) = tls_config(cfg)? {
-            builder = builder.tls_backend_preconfigured(tls);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| ClientError::Build(error_chain(&e)))?;
+        let stamp = tls_stamp(cfg);
+        let http = build_http(cfg)?;
         Ok(Self {
-            http,
+            http: Arc::new(RwLock::new((http, stamp))),
+            vault: Arc::new(cfg.clone()),
             base: format!("{}/v1/", cfg.address.trim_end_matches('/')),
             namespace: cfg.namespace.clone().filter(|n| !n.is_empty()),
             tls: Arc::new(TlsFiles::new(cfg)),
         })
+    }
+
+    /// Rebuilds the HTTP client when the CA or client certificate files changed since it was
+    /// built (a Secret renewed by cert-manager, say), so new connections use them; `Ok(true)`
+    /// when it did. On an error the current client stays.
+    pub fn reload_tls(&self) -> Result<bool, ClientError> {
+        let stamp = tls_stamp(&self.vault);
+        let current = self.http.read().unwrap_or_else(|e| e.into_inner()).1;
+        if stamp.is_none() || stamp == current {
+            return Ok(false);
+        }
+        let http = build_http(&self.vault)?;
+        *self.http.write().unwrap_or_else(|e| e.into_inner()) = (http, stamp);
+        Ok(true)
+    }
+
+    fn http(&self) -> reqwest::Client {
+        self.http
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
     }
 
     /// Sends one request to `v1/<path>`; `Ok(None)` for an empty (204) answer.
@@ -245,7 +261,7 @@ impl VaultClient {
         body: Option<&Value>,
     ) -> Result<Option<Response>, ClientError> {
         let mut req = self
-            .http
+            .http()
             .request(op.clone(), format!("{}{path}", self.base));
         if let Some(ns) = &self.namespace {
             req = req.header("X-Vault-Namespace", ns);
@@ -319,6 +335,23 @@ impl VaultClient {
     ) -> Result<Option<Response>, ClientError> {
         self.call(Method::POST, path, token, Some(body)).await
     }
+}
+
+/// One HTTP/1 client for Vault with the config's TLS settings.
+fn build_http(cfg: &VaultConfig) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .http1_only()
+        // Never route Vault traffic through a proxy taken from the environment.
+        .no_proxy();
+    if let Some(tls) = tls_config(cfg)? {
+        builder = builder.tls_backend_preconfigured(tls);
+    }
+    builder
+        .build()
+        .map_err(|e| ClientError::Build(error_chain(&e)))
 }
 
 /// The error and its causes on one line, without the URL.

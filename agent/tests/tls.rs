@@ -209,3 +209,70 @@ fn a_client_certificate_from_an_untrusted_ca_names_the_secret() {
     let lines = key_lines(&rogue.key);
     assert_no_leak(&log, &lines.iter().map(String::as_str).collect::<Vec<_>>());
 }
+
+/// The common name of the certificate the token's cert login used (cert auth's metadata).
+fn login_common_name(bao: &OpenBao, token: &str) -> String {
+    let resp = bao.try_api(Some(token), "GET", "auth/token/lookup-self", None);
+    resp.body["data"]["meta"]["common_name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_renewed_client_certificate_is_used_from_the_next_login() {
+    let s = mk_setup();
+    // Short tokens: the agent logs in again every few seconds.
+    s.bao.write(
+        "auth/cert/certs/web",
+        json!({
+            "certificate": s.clients.ca_pem(),
+            "token_policies": ["app"],
+            "token_ttl": "2s",
+            "token_max_ttl": "3s",
+        }),
+    );
+    let first = s.clients.issue("web-1", "web-1", &[]);
+    let h = Harness::new();
+    let (cert, key) = (h.dir.path().join("tls.crt"), h.dir.path().join("tls.key"));
+    std::fs::copy(&first.cert, &cert).expect("copy cert");
+    std::fs::copy(&first.key, &key).expect("copy key");
+    let client = CertFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    let mut cfg = config(&s.bao.addr(), cert_auth(), secrets());
+    cfg["vault"] = vault(&s.bao.tls_addr(), s.vault_ca.ca_cert(), Some(&client));
+    cfg["paths"] = json!({ "tokenSink": h.sink() });
+    let mut agent = h.run(&cfg);
+    h.wait_ready(&mut agent, Duration::from_secs(15));
+    assert_eq!(login_common_name(&s.bao, &read(&h.sink())), "web-1");
+
+    // The Secret is renewed: both files replaced at once, as the kubelet swaps a Secret volume.
+    let second = s.clients.issue("web-2", "web-2", &[]);
+    let (tmp_cert, tmp_key) = (h.dir.path().join(".tls.crt"), h.dir.path().join(".tls.key"));
+    std::fs::copy(&second.cert, &tmp_cert).expect("copy cert");
+    std::fs::copy(&second.key, &tmp_key).expect("copy key");
+    std::fs::rename(&tmp_key, &key).expect("rename key");
+    std::fs::rename(&tmp_cert, &cert).expect("rename cert");
+    vaultlet_testkit::wait_until(
+        Duration::from_secs(20),
+        "a login with the renewed certificate",
+        || {
+            agent.assert_running();
+            login_common_name(&s.bao, &read(&h.sink())) == "web-2"
+        },
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("Vault TLS files changed; new connections use them"),
+        "{log}"
+    );
+    let mut secrets = key_lines(&first.key);
+    secrets.extend(key_lines(&second.key));
+    secrets.push(s.password.clone());
+    assert_no_leak(
+        &log,
+        &secrets.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+}

@@ -86,6 +86,21 @@ impl TlsFiles {
     }
 }
 
+/// A hash of the TLS files' contents (CA, client certificate and key), to notice a change;
+/// `None` when the config names none or one cannot be read (then nothing is reloaded).
+pub(super) fn tls_stamp(cfg: &VaultConfig) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let files = [&cfg.ca_cert, &cfg.client_cert, &cfg.client_key];
+    if files.iter().all(|f| f.is_none()) {
+        return None;
+    }
+    let mut hasher = DefaultHasher::new();
+    for file in files.into_iter().flatten() {
+        std::fs::read(file).ok()?.hash(&mut hasher);
+    }
+    Some(hasher.finish())
+}
+
 /// Builds a rustls config when the defaults (system roots, URL host) are not enough.
 pub(super) fn tls_config(cfg: &VaultConfig) -> Result<Option<rustls::ClientConfig>, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
