@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
 
+use crate::config::supervise::SUPERVISE_SUBCOMMAND;
 use crate::config::{AgentConfig, CONFIG_ENV, DEFAULT_STATE_DIR, ExitPolicy, LogFormat};
 use crate::metrics::{self, Metrics};
 use crate::probe;
@@ -46,10 +47,18 @@ pub enum Role {
     Run,
     /// Exit 0 iff every secret has been rendered (`<stateDir>/ready` exists).
     Probe,
+    // `supervise [--env-file FILE]... -- COMMAND...` is handled before this parser: see
+    // `crate::supervise`.
 }
 
 /// Entry point behind `main`: parses arguments and runs the role.
 pub fn main() -> ExitCode {
+    // The supervisor in app containers takes the app's command line as is, so clap never
+    // sees it (its flags are in `config::supervise`).
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(SUPERVISE_SUBCOMMAND) {
+        return crate::supervise::main(args);
+    }
     // First, before the config or any token is in memory.
     let dumpable = make_non_dumpable();
     let cli = Cli::parse();
@@ -116,6 +125,11 @@ async fn run_role(role: Role, cfg: AgentConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
         info!(%addr, "serving metrics");
+    }
+    if let Some(dir) = &cfg.paths.bin_dir {
+        // Before the first render, so the app's supervisor exists once the app may start.
+        let path = crate::supervise::install::install_self(dir)?;
+        info!(path = %path.display(), "agent binary copied for the app's supervisor");
     }
     let exit = cfg.exit.clone();
     let agent = Agent::new(cfg, metrics)?;

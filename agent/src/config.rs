@@ -27,6 +27,8 @@ pub use checks::{
     validate_relative_file, validate_vault_address, validate_vault_path,
 };
 
+pub mod supervise;
+
 /// Version of the config schema; the agent refuses a config with another version.
 pub const CONFIG_VERSION: u32 = 1;
 
@@ -157,6 +159,10 @@ pub struct SecretSpec {
     /// Notifications sent when this file changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifySpec>,
+    /// The file is loaded into app environments (`vaultlet.io/env-<name>`): its rendered
+    /// output must be env lines, checked at each render.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub env: bool,
 }
 
 fn default_mode() -> u32 {
@@ -323,6 +329,10 @@ pub struct Paths {
     /// Also write the agent's Vault token to this file (e.g. for the app); off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_sink: Option<PathBuf>,
+    /// Copy the agent binary into this directory at start, for the app containers' process
+    /// supervisor (`vaultlet.io/env-<name>`); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin_dir: Option<PathBuf>,
 }
 
 fn default_secrets_dir() -> PathBuf {
@@ -339,6 +349,7 @@ impl Default for Paths {
             secrets_dir: default_secrets_dir(),
             state_dir: default_state_dir(),
             token_sink: None,
+            bin_dir: None,
         }
     }
 }
@@ -464,6 +475,12 @@ impl AgentConfig {
                 return Err(ConfigError::invalid(
                     field("file"),
                     "another secret writes the same file",
+                ));
+            }
+            if s.env && s.template.is_none() && s.format != OutputFormat::Env {
+                return Err(ConfigError::invalid(
+                    field("format"),
+                    "a secret loaded into the environment needs the env format (or a template)",
                 ));
             }
             if s.mode > 0o777 {

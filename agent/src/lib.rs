@@ -1,12 +1,12 @@
 //! vaultlet agent: authenticates to Vault/OpenBao, renders secret files, keeps them fresh.
 //!
 //! The [`config`] module is the typed contract between the injector and the agent and is
-//! always built; everything else sits behind the default `runtime` feature.
+//! always built, like [`envfile`] (the env dialect, whose key check the injector shares);
+//! everything else sits behind the default `runtime` feature.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod config;
-#[cfg(feature = "runtime")]
 pub mod envfile;
 
 #[cfg(feature = "runtime")]
@@ -35,6 +35,8 @@ pub mod render;
 pub mod renew;
 #[cfg(feature = "runtime")]
 pub(crate) mod schedule;
+#[cfg(feature = "runtime")]
+pub mod supervise;
 #[cfg(feature = "runtime")]
 pub(crate) mod tasks;
 #[cfg(feature = "runtime")]

@@ -47,6 +47,19 @@ pub enum RenderFailure {
     /// The data cannot be written as env lines (a key that is no variable name, a NUL byte).
     #[error(transparent)]
     Env(#[from] EnvError),
+    /// The template of a secret loaded into the environment rendered something that is not
+    /// env lines (only the line and the reason are named: a key may come from the data).
+    #[error(
+        "secret {secret:?}: vaultlet.io/env-{secret} loads it into the environment, but its template rendered line {line} that is not KEY=value: {reason}; make the template write KEY='value' lines with keys [A-Za-z_][A-Za-z0-9_]*"
+    )]
+    EnvTemplate {
+        /// Secret name.
+        secret: String,
+        /// 1-based line of the rendered output.
+        line: usize,
+        /// What is wrong (never the value).
+        reason: &'static str,
+    },
 }
 
 /// Holds the compiled templates of every secret.
@@ -103,13 +116,30 @@ impl Renderer {
                     .collect(),
             ),
         );
-        self.hb
+        let text = self
+            .hb
             .render(&spec.name, &ctx)
-            .map(String::into_bytes)
             .map_err(|e| RenderFailure::Render {
                 secret: spec.name.clone(),
                 reason: e.to_string(),
-            })
+            })?;
+        if spec.env {
+            check_env_output(&spec.name, &text)?;
+        }
+        Ok(text.into_bytes())
+    }
+}
+
+/// Checks that a template's output is what the supervisor can load, the same parser it uses.
+fn check_env_output(secret: &str, text: &str) -> Result<(), RenderFailure> {
+    match envfile::parse(text) {
+        Ok(_) => Ok(()),
+        Err(EnvError::Parse { line, reason }) => Err(RenderFailure::EnvTemplate {
+            secret: secret.into(),
+            line,
+            reason,
+        }),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -257,6 +287,25 @@ mod tests {
         .expect("spec");
         s.template = template.map(String::from);
         s
+    }
+
+    #[test]
+    fn env_templates_must_render_env_lines() {
+        let mut spec = mk_spec("db", Some("DB_USER={{u}}\nDB PASS={{p}}\n"));
+        spec.env = true;
+        let r = Renderer::new(std::slice::from_ref(&spec)).expect("compiles");
+        let own = mk_data(json!({"u": "app", "p": "hunter2"}));
+        let err = r.render(&spec, &own, &BTreeMap::new()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "secret \"db\": vaultlet.io/env-db loads it into the environment, but its template rendered line 2 that is not KEY=value: the key is not [A-Za-z_][A-Za-z0-9_]*; make the template write KEY='value' lines with keys [A-Za-z_][A-Za-z0-9_]*"
+        );
+        spec.env = false;
+        assert!(r.render(&spec, &own, &BTreeMap::new()).is_ok());
+        let mut ok = mk_spec("db", Some("DB_USER={{u}}\nDB_PASS='{{p}}'\n"));
+        ok.env = true;
+        let r = Renderer::new(std::slice::from_ref(&ok)).expect("compiles");
+        assert!(r.render(&ok, &own, &BTreeMap::new()).is_ok());
     }
 
     fn mk_data(v: Value) -> Map<String, Value> {

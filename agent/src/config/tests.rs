@@ -14,6 +14,7 @@ fn mk_secret(name: &str, file: &str) -> SecretSpec {
         mode: DEFAULT_FILE_MODE,
         group: None,
         notify: vec![],
+        env: false,
     }
 }
 
