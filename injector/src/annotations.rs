@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use vaultlet_agent::config::supervise::OnChange;
 use vaultlet_agent::config::{
     LogFormat, NotifySpec, OutputFormat, parse_duration, parse_mode, validate_mount, validate_name,
     validate_relative_file, validate_vault_address, validate_vault_path,
@@ -23,6 +24,7 @@ pub const STATUS_INJECTED: &str = "injected";
 /// Longest annotation value quoted back in an error message.
 const MAX_QUOTED: usize = 120;
 
+mod env;
 mod known;
 pub use known::{KNOWN, Known, Scope, nearest, reference_markdown};
 
@@ -211,6 +213,8 @@ pub struct SecretRequest {
     pub version: Option<u64>,
     /// Per-secret notifications.
     pub notify: Vec<NotifySpec>,
+    /// `env-<name>`: loaded into the app containers' environment.
+    pub env: bool,
 }
 
 /// Everything a Pod asked for through its annotations; `None` means "use the default".
@@ -282,11 +286,18 @@ pub struct PodRequest {
     pub metrics_port: Option<u16>,
     /// `set-run-as-ids`.
     pub set_run_as_ids: Option<bool>,
+    /// `on-env-change`.
+    pub on_env_change: Option<OnChange>,
     /// Secrets by name.
     pub secrets: BTreeMap<String, SecretRequest>,
 }
 
 impl PodRequest {
+    /// Whether any secret is loaded into the app environment (`env-<name>: "true"`).
+    pub fn env(&self) -> bool {
+        self.secrets.values().any(|s| s.env)
+    }
+
     /// Whether any notification (pod-wide or per secret) sends a signal.
     pub fn signals(&self) -> bool {
         let is_signal = |n: &NotifySpec| matches!(n, NotifySpec::Signal { .. });
@@ -337,6 +348,7 @@ where
     }
     check_files_unique(&req)?;
     check_one_ca(&req)?;
+    env::check(&req)?;
     Ok(req)
 }
 
@@ -407,6 +419,7 @@ fn parse_pod_level(
         "group" => req.group = Some(parse_gid(v).map_err(bad)?),
         "metrics-port" => req.metrics_port = Some(parse_port(v).map_err(bad)?),
         "set-run-as-ids" => req.set_run_as_ids = Some(parse_bool(v).map_err(bad)?),
+        "on-env-change" => req.on_env_change = Some(v.parse().map_err(bad)?),
         // Every pod-scoped key in KNOWN has an arm above; the table test enforces it.
         _ => return Err(AnnotationError::unknown(key)),
     }
@@ -459,6 +472,7 @@ fn parse_secret_attr(
         }
         "version" => secret.version = Some(parse_version(v).map_err(bad)?),
         "notify" => secret.notify = parse_notify_lines(v).map_err(bad)?,
+        "env" => secret.env = parse_bool(v).map_err(bad)?,
         _ => return Err(AnnotationError::unknown(key)),
     }
     Ok(())

@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{EnvVar, Pod, PodSpec};
 use vaultlet_agent::config::{
     AgentConfig, CONFIG_ENV, CONFIG_VERSION, ConfigError, DEFAULT_FILE_MODE, DEFAULT_SECRETS_DIR,
-    ExitPolicy, LogConfig, Paths, SecretSpec, VaultConfig,
+    ExitPolicy, LogConfig, Paths, SecretSpec, VaultConfig, supervise::BIN_DIR,
 };
 
 use crate::access;
@@ -18,6 +18,7 @@ use crate::settings::Settings;
 
 mod auth;
 mod containers;
+mod env;
 mod fit;
 mod patch;
 mod tls;
@@ -40,6 +41,8 @@ pub const SA_TOKEN_VOLUME: &str = "vaultlet-sa-token";
 pub const APPROLE_VOLUME: &str = "vaultlet-approle";
 /// Vault CA ConfigMap volume.
 pub const CA_VOLUME: &str = "vaultlet-ca";
+/// Volume the agent copies its binary into for the app's supervisor (`env-<name>`).
+pub const BIN_VOLUME: &str = "vaultlet-bin";
 /// Where the AppRole Secret is mounted in the agent.
 pub const APPROLE_DIR: &str = "/vault/approle";
 /// Where the Vault CA ConfigMap is mounted in the agent.
@@ -48,6 +51,8 @@ pub const CA_DIR: &str = "/vault/ca";
 pub const AGENT_BINARY: &str = "/vaultlet-agent";
 /// User and group the agent runs as when the pod sets none.
 pub const DEFAULT_AGENT_ID: i64 = 65532;
+/// sizeLimit of the volume holding the agent binary for the supervisor.
+const BIN_VOLUME_SIZE: &str = "64Mi";
 /// sizeLimit of the agent's state volume.
 const STATE_VOLUME_SIZE: &str = "1Mi";
 /// Name of the agent's metrics port (`vaultlet.io/metrics-port`).
@@ -65,6 +70,9 @@ pub enum Deny {
     /// The resolved agent config is incomplete (e.g. no secret declared).
     #[error("the agent configuration derived from the vaultlet.io annotations is invalid: {0}")]
     Config(#[from] ConfigError),
+    /// An app container cannot be wrapped by the supervisor (`env-<name>`).
+    #[error("{0}")]
+    Env(String),
     /// The Pod object could not be (de)serialised.
     #[error("the Pod object could not be read: {0}")]
     Object(String),
@@ -83,6 +91,7 @@ impl Deny {
             }
             Self::Annotation(AnnotationError::Invalid { .. }) => "invalid_annotation",
             Self::Conflict(_) => "conflict",
+            Self::Env(_) => "env",
             Self::Config(_) => "config",
             Self::Object(_) => "object",
         }
@@ -302,6 +311,8 @@ struct Plan {
     fs_group: Option<i64>,
     job: bool,
     share_process_namespace: bool,
+    /// Some secret goes into app environments: the agent copies itself for the supervisor.
+    env: bool,
 }
 
 impl Plan {
@@ -351,6 +362,7 @@ impl Plan {
             fs_group,
             job,
             share_process_namespace: req.signals() || classic_job,
+            env: req.env(),
         })
     }
 }
@@ -399,6 +411,7 @@ fn agent_config(req: &PodRequest, s: &Settings, plan: &Plan) -> Result<AgentConf
             mode: r.mode.unwrap_or(DEFAULT_FILE_MODE),
             group,
             notify: r.notify.clone(),
+            env: r.env,
         })
         .collect();
     let exit = if plan.job && plan.mode == InjectMode::Classic {
@@ -421,6 +434,7 @@ fn agent_config(req: &PodRequest, s: &Settings, plan: &Plan) -> Result<AgentConf
         notify: req.notify.clone(),
         paths: Paths {
             secrets_dir: plan.secrets_dir.clone().into(),
+            bin_dir: plan.env.then(|| BIN_DIR.into()),
             ..Paths::default()
         },
         refresh_interval: req.refresh_interval.unwrap_or(s.agent.refresh_interval.0),
@@ -464,6 +478,7 @@ fn apply(
         InitPosition::Last => agent_count_before,
     };
     mount_into_apps(spec, plan, req, insert_at)?;
+    env::wrap_apps(spec, plan, req, config, insert_at)?;
     let env = vec![EnvVar {
         name: CONFIG_ENV.to_owned(),
         value: Some(config.to_json()),

@@ -70,10 +70,14 @@ fn check_common(name: &str, before: &Pod, i: &Injection) {
     let mut doc = serde_json::to_value(before).expect("json");
     json_patch::patch(&mut doc, &patch(before, after).expect("patch")).expect("patch applies");
     assert_eq!(doc, serde_json::to_value(after).expect("json"), "{name}");
-    // App containers are untouched but for volume mounts.
+    // App containers are untouched but for volume mounts (and, for env secrets, the
+    // supervisor in front of their command: see mutate/env_tests.rs).
     for (b, a) in spec(before).containers.iter().zip(&spec(after).containers) {
         let mut a = a.clone();
         a.volume_mounts = b.volume_mounts.clone();
+        if i.config.secrets.iter().any(|s| s.env) {
+            a.command = b.command.clone();
+        }
         assert_eq!(&a, b, "{name}: container {} changed", b.name);
     }
     // Every agent container passes the restricted Pod Security Standard.
@@ -751,3 +755,6 @@ fn metrics_port_annotation_serves_metrics_from_the_running_agent() {
         "annotation vaultlet.io/metrics-port: value \"9102\" is invalid: an init-only agent exits after rendering and serves no metrics; remove it or use mode sidecar"
     );
 }
+
+#[path = "mutate/env_tests.rs"]
+mod env;

@@ -257,6 +257,12 @@ pub const KNOWN: &[Known] = &[
         "Numeric group id that owns the secret files.",
         "2000",
     ),
+    pod(
+        "on-env-change",
+        "restart",
+        "What the supervisor of an app with `env-<name>` secrets does when their values change: `restart` (SIGTERM, the Pod's `terminationGracePeriodSeconds`, SIGKILL, start again with the new values), `signal:<SIGNAL>` (e.g. `signal:SIGHUP`), or `none` (the new values apply at the app's next start). Not with `init-only`, where the values are read once.",
+        "signal:SIGHUP",
+    ),
     per_secret(
         "secret",
         "(none)",
@@ -274,6 +280,12 @@ pub const KNOWN: &[Known] = &[
         "`<name>`",
         "File path relative to the secrets dir; must stay inside it (no `..`, not absolute).",
         "config/db.url",
+    ),
+    per_secret(
+        "env",
+        "false",
+        "`true`: the secret's env output (its template, or the default `KEY=value` lines) is loaded into the environment of the app containers the secrets are mounted into. Their `command` is wrapped by the agent binary's process supervisor (copied by the agent into the read-only volume `vaultlet-bin`); a container without `command` is denied. Variable names are checked here where the template spells them out, else by the agent at each render.",
+        "true",
     ),
     per_secret("perms", "0440", "Octal file mode.", "0400"),
     per_secret(
@@ -335,6 +347,13 @@ pub fn reference_markdown() -> String {
          `vaultlet.io/set-run-as-ids: \"false\"` (or `--set-run-as-ids=false`) the agent \
          containers get no `runAsUser`/`runAsGroup`, run as the user the platform gives the \
          pod, and share the files through its `fsGroup` (see `samples/openshift`).\n\
+         - `env-<name>`: the secret values are only in the app process's environment, never \
+         in the Pod spec; `kubectl exec <pod> -- env` starts a new process, which does not \
+         have them. On a change the app is restarted in place (`on-env-change`), not the \
+         container: the container's `restartCount` does not move. A crashing app is started \
+         again by the supervisor with the kubelet's backoff when the Pod's `restartPolicy` is \
+         `Always`; otherwise the container exits with the app's code (Jobs see the app's \
+         result).\n\
          - Multi-line values (`template-<name>`, `params-<name>`, `notify`) use a YAML block \
          scalar (`|`).\n",
     );

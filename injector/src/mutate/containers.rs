@@ -10,11 +10,12 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use vaultlet_agent::config::supervise::BIN_DIR;
 use vaultlet_agent::config::{DEFAULT_SA_TOKEN_PATH, DEFAULT_STATE_DIR};
 
 use super::{
-    AGENT_BINARY, APPROLE_DIR, APPROLE_VOLUME, METRICS_PORT_NAME, Plan, SA_TOKEN_VOLUME,
-    SECRETS_VOLUME, STATE_VOLUME, STATE_VOLUME_SIZE,
+    AGENT_BINARY, APPROLE_DIR, APPROLE_VOLUME, BIN_VOLUME, BIN_VOLUME_SIZE, METRICS_PORT_NAME,
+    Plan, SA_TOKEN_VOLUME, SECRETS_VOLUME, STATE_VOLUME, STATE_VOLUME_SIZE,
 };
 use crate::annotations::{AuthMethod, PodRequest};
 use crate::settings::Settings;
@@ -64,6 +65,9 @@ pub(super) fn agent_container(
         AuthMethod::Cert => {}
     }
     mounts.extend(super::tls::mounts(req, s));
+    if plan.env {
+        mounts.push(mount(BIN_VOLUME, BIN_DIR, false));
+    }
     Container {
         name: name.to_owned(),
         image: Some(s.agent.agent_image.clone()),
@@ -188,6 +192,17 @@ pub(super) fn volumes(plan: &Plan, s: &Settings, req: &PodRequest) -> Vec<Volume
             ..Volume::default()
         }),
         AuthMethod::Cert => {}
+    }
+    if plan.env {
+        // On disk, not in memory: the binary would count against the Pod's memory.
+        out.push(Volume {
+            name: BIN_VOLUME.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: None,
+                size_limit: Some(Quantity(BIN_VOLUME_SIZE.to_owned())),
+            }),
+            ..Volume::default()
+        });
     }
     out.extend(super::tls::volumes(req, s));
     out

@@ -63,7 +63,20 @@ pub(super) fn mount_into_apps(
             }
         }
     }
-    let selected = |c: &Container| wanted.is_none_or(|names| names.contains(&c.name));
+    for c in app_containers(spec, req, agent_index) {
+        add_mount(c, SECRETS_VOLUME, &plan.secrets_dir, true)?;
+    }
+    Ok(())
+}
+
+/// The app containers that get the secrets: the Pod's containers and the init containers
+/// after the agent, narrowed by `vaultlet.io/containers`.
+pub(super) fn app_containers<'a>(
+    spec: &'a mut PodSpec,
+    req: &'a PodRequest,
+    agent_index: usize,
+) -> impl Iterator<Item = &'a mut Container> {
+    let wanted = req.containers.as_ref();
     let init_after = spec
         .init_containers
         .iter_mut()
@@ -71,16 +84,18 @@ pub(super) fn mount_into_apps(
         .skip(agent_index)
         // Native sidecars of other tools (e.g. a mesh proxy) are not app containers.
         .filter(|c| c.restart_policy.as_deref() != Some("Always"));
-    for c in spec.containers.iter_mut().chain(init_after) {
-        if !selected(c) {
-            continue;
-        }
-        add_mount(c, SECRETS_VOLUME, &plan.secrets_dir, true)?;
-    }
-    Ok(())
+    spec.containers
+        .iter_mut()
+        .chain(init_after)
+        .filter(move |c| wanted.is_none_or(|names| names.contains(&c.name)))
 }
 
-fn add_mount(c: &mut Container, volume: &str, path: &str, read_only: bool) -> Result<(), Deny> {
+pub(super) fn add_mount(
+    c: &mut Container,
+    volume: &str,
+    path: &str,
+    read_only: bool,
+) -> Result<(), Deny> {
     let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
     if mounts
         .iter()

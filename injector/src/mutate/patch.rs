@@ -17,22 +17,35 @@ pub fn patch(before: &Pod, after: &Pod) -> Result<json_patch::Patch, Deny> {
 /// Pod itself can be consumed by the mutation.
 ///
 /// The patch is built from the known shape of an injection (annotations and volumes
-/// appended, mounts appended, agent containers inserted) rather than a generic diff: it is
+/// appended, mounts appended, agent containers inserted, an app's `command` replaced by the
+/// supervisor's for `env-<name>`) rather than a generic diff: it is
 /// several times cheaper, and it only ever adds, so fields of the request this API version
 /// does not know are never touched. Parents are created where missing.
 #[derive(Debug, Clone)]
 pub struct Shape {
     annotations: Option<BTreeMap<String, String>>,
-    containers: Option<Vec<(String, Option<usize>)>>,
-    init_containers: Option<Vec<(String, Option<usize>)>>,
+    containers: Option<Vec<ContainerShape>>,
+    init_containers: Option<Vec<ContainerShape>>,
     volumes: Option<usize>,
     share_process_namespace: Option<bool>,
 }
 
-fn list_shape(list: Option<&Vec<Container>>) -> Option<Vec<(String, Option<usize>)>> {
+/// A container before injection: its name, how many mounts it had, its command.
+#[derive(Debug, Clone)]
+struct ContainerShape {
+    name: String,
+    mounts: Option<usize>,
+    command: Option<Vec<String>>,
+}
+
+fn list_shape(list: Option<&Vec<Container>>) -> Option<Vec<ContainerShape>> {
     list.map(|l| {
         l.iter()
-            .map(|c| (c.name.clone(), c.volume_mounts.as_ref().map(Vec::len)))
+            .map(|c| ContainerShape {
+                name: c.name.clone(),
+                mounts: c.volume_mounts.as_ref().map(Vec::len),
+                command: c.command.clone(),
+            })
             .collect()
     })
 }
@@ -148,7 +161,7 @@ fn append_tail<T: serde::Serialize>(
 fn patch_list(
     ops: &mut Ops,
     field: &str,
-    before: Option<&Vec<(String, Option<usize>)>>,
+    before: Option<&Vec<ContainerShape>>,
     after: Option<&Vec<Container>>,
 ) -> Result<(), Deny> {
     let Some(after) = after else { return Ok(()) };
@@ -163,10 +176,10 @@ fn patch_list(
     let at = before
         .iter()
         .zip(after)
-        .position(|((name, _), a)| *name != a.name)
+        .position(|(b, a)| b.name != a.name)
         .unwrap_or(before.len());
     let inserted = after.len().saturating_sub(before.len());
-    for (i, (_, mounts)) in before.iter().enumerate() {
+    for (i, b) in before.iter().enumerate() {
         let Some(new) = after.get(if i < at { i } else { i + inserted }) else {
             return Err(Deny::Object(format!(
                 "{field} changed shape during injection"
@@ -176,9 +189,13 @@ fn patch_list(
         append_tail(
             ops,
             &["spec", field, &index, "volumeMounts"],
-            *mounts,
+            b.mounts,
             new.volume_mounts.as_ref(),
         )?;
+        if new.command != b.command {
+            // `add` on an existing member replaces it (RFC 6902).
+            ops.add(&["spec", field, &index, "command"], &new.command)?;
+        }
     }
     for (n, c) in after.iter().skip(at).take(inserted).enumerate() {
         let index = if at == before.len() {
