@@ -226,6 +226,7 @@ fn every_sample_workload_is_admitted_as_preview_shows_under_restricted() {
         ("cert-auth", "deployment.yaml"),
         ("job", "job.yaml"),
         ("cronjob", "cronjob.yaml"),
+        ("env", "deployment.yaml"),
     ];
     for (sample, file) in workloads {
         let ns = cluster.namespace(&format!("e2e-{sample}"), RESTRICTED);
@@ -278,6 +279,7 @@ fn every_sample_pod_is_admitted_under_restricted() {
         "cert-auth",
         "job",
         "cronjob",
+        "env",
     ] {
         let ns = cluster.namespace(&format!("e2e-pod-{sample}"), RESTRICTED);
         apply_sample_objects(&ns, sample);

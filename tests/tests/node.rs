@@ -17,6 +17,9 @@ use vaultlet_e2e::sample::SampleOptions;
 use vaultlet_testkit::cluster::Cluster;
 use vaultlet_testkit::wait_until;
 
+#[path = "node/env.rs"]
+mod env;
+
 /// One test at a time owns the Vault address for Pods.
 static VAULT_FOR_PODS: Mutex<()> = Mutex::new(());
 

@@ -8,9 +8,15 @@
 //! vaultlet-testapp serve PORT FILE...            the same, plus an HTTP server on PORT that
 //!                                                 prints every request (and the files after a
 //!                                                 POST) and serves GET /FILE
+//! vaultlet-testapp env VAR... [--exit CODE] [--term-exit CODE]
+//!                                                 report each VAR's digest (FNV-1a 64, hex;
+//!                                                 never the value) at start; with --exit,
+//!                                                 leave with CODE; on SIGTERM leave with
+//!                                                 --term-exit's CODE (default 0)
 //! ```
 //! Lines: `app: started with FILE present` (or `WITHOUT FILE`), `app: FILE: <first line>`,
-//! `app: got SIGHUP`, `app: got POST /path`, `app: got SIGTERM`. The files are test data.
+//! `app: got SIGHUP`, `app: got POST /path`, `app: got SIGTERM`; in env mode
+//! `app: started pid PID`, `app: env VAR DIGEST` (or `MISSING`). The files are test data.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -24,6 +30,7 @@ fn main() -> ExitCode {
         return usage();
     };
     let (port, rest) = match mode.as_str() {
+        "env" => return env_mode(rest),
         "watch" => (None, rest),
         "serve" => match rest.split_first() {
             Some((port, files)) => match port.parse::<u16>() {
@@ -81,8 +88,68 @@ fn main() -> ExitCode {
     }
 }
 
+/// FNV-1a 64 of a value: tests compare it with the digest of the value they wrote, and no
+/// secret value reaches a log.
+fn digest(value: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in value.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn env_mode(rest: &[String]) -> ExitCode {
+    let mut vars = Vec::new();
+    let (mut exit, mut term_exit) = (None, 0u8);
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        let code = || it.clone().next().and_then(|c| c.parse::<u8>().ok());
+        match a.as_str() {
+            "--exit" | "--term-exit" => {
+                let Some(c) = code() else { return usage() };
+                it.next();
+                if a == "--exit" {
+                    exit = Some(c);
+                } else {
+                    term_exit = c;
+                }
+            }
+            var => vars.push(var.to_owned()),
+        }
+    }
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT] {
+        signals.add(s);
+    }
+    if let Err(e) = signals.thread_block() {
+        eprintln!("app: cannot block signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    say(&format!("started pid {}", std::process::id()));
+    for var in &vars {
+        let value = std::env::var(var).map_or_else(|_| "MISSING".to_owned(), |v| digest(&v));
+        say(&format!("env {var} {value}"));
+    }
+    if let Some(code) = exit {
+        return ExitCode::from(code);
+    }
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGHUP) => say("got SIGHUP"),
+            Ok(other) => {
+                say(&format!("got {}", other.as_str()));
+                return ExitCode::from(term_exit);
+            }
+            Err(e) => eprintln!("app: sigwait: {e}"),
+        }
+    }
+}
+
 fn usage() -> ExitCode {
-    eprintln!("usage: vaultlet-testapp watch FILE... [--exit CODE] | serve PORT FILE...");
+    eprintln!(
+        "usage: vaultlet-testapp watch FILE... [--exit CODE] | serve PORT FILE... | env VAR... [--exit CODE] [--term-exit CODE]"
+    );
     ExitCode::from(2)
 }
 
