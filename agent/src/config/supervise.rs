@@ -222,12 +222,12 @@ pub fn literal_template_keys(template: &str) -> Vec<(usize, String)> {
     let mut keys = Vec::new();
     let mut quote: Option<char> = None;
     for (n, line) in template.lines().enumerate() {
-        if quote.is_none() {
-            if let Some((key, _)) = line.split_once('=') {
-                let literal = !key.contains("{{") && !key.contains(['\'', '"']);
-                if literal && !key.is_empty() {
-                    keys.push((n + 1, key.to_owned()));
-                }
+        if quote.is_none()
+            && let Some((key, _)) = line.split_once('=')
+        {
+            let literal = !key.contains("{{") && !key.contains(['\'', '"']);
+            if literal && !key.is_empty() {
+                keys.push((n + 1, key.to_owned()));
             }
         }
         // Track quotes across lines (a value may span lines); skip `{{...}}` expressions.

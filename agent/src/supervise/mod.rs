@@ -294,10 +294,10 @@ impl Supervisor {
                 _ => self.phase = Phase::Stopping,
             }
         }
-        if let Some((pid, _)) = self.app {
-            if let Err(e) = kill(pid, sig) {
-                say(format_args!("cannot send {} to the app: {e}", sig.as_str()));
-            }
+        if let Some((pid, _)) = self.app
+            && let Err(e) = kill(pid, sig)
+        {
+            say(format_args!("cannot send {} to the app: {e}", sig.as_str()));
         }
         None
     }
