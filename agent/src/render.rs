@@ -50,13 +50,17 @@ pub enum RenderFailure {
     /// The template of a secret loaded into the environment rendered something that is not
     /// env lines (only the line and the reason are named: a key may come from the data).
     #[error(
-        "secret {secret:?}: vaultlet.io/env-{secret} loads it into the environment, but its template rendered line {line} that is not KEY=value: {reason}; make the template write KEY='value' lines with keys [A-Za-z_][A-Za-z0-9_]*"
+        "secret {secret:?}: vaultlet.io/env-{secret} loads it into the environment, but its template rendered line {line}{} that is not KEY=value: {reason}; make the template write KEY='value' lines with keys [A-Za-z_][A-Za-z0-9_]*",
+        key.as_ref().map(|k| format!(" (key {k:?})")).unwrap_or_default()
     )]
     EnvTemplate {
         /// Secret name.
         secret: String,
         /// 1-based line of the rendered output.
         line: usize,
+        /// The line's key, only when it is text of the template or a key of the secret's
+        /// data (never what a value rendered into the key's place).
+        key: Option<String>,
         /// What is wrong (never the value).
         reason: &'static str,
     },
@@ -124,21 +128,40 @@ impl Renderer {
                 reason: e.to_string(),
             })?;
         if spec.env {
-            check_env_output(&spec.name, &text)?;
+            check_env_output(spec, own, &text)?;
         }
         Ok(text.into_bytes())
     }
 }
 
-/// Checks that a template's output is what the supervisor can load, the same parser it uses.
-fn check_env_output(secret: &str, text: &str) -> Result<(), RenderFailure> {
+/// Checks that a template's output is what the supervisor can load, with the parser it uses.
+fn check_env_output(
+    spec: &SecretSpec,
+    own: &Map<String, Value>,
+    text: &str,
+) -> Result<(), RenderFailure> {
     match envfile::parse(text) {
         Ok(_) => Ok(()),
-        Err(EnvError::Parse { line, reason }) => Err(RenderFailure::EnvTemplate {
-            secret: secret.into(),
-            line,
-            reason,
-        }),
+        Err(EnvError::Parse { line, reason }) => {
+            // The key may be shown when it cannot be a value: template text or a data key.
+            let key = text
+                .lines()
+                .nth(line.saturating_sub(1))
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k)
+                .filter(|k| {
+                    !k.is_empty()
+                        && (own.contains_key(*k)
+                            || spec.template.as_deref().is_some_and(|t| t.contains(*k)))
+                })
+                .map(str::to_owned);
+            Err(RenderFailure::EnvTemplate {
+                secret: spec.name.clone(),
+                line,
+                key,
+                reason,
+            })
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -298,7 +321,27 @@ mod tests {
         let err = r.render(&spec, &own, &BTreeMap::new()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "secret \"db\": vaultlet.io/env-db loads it into the environment, but its template rendered line 2 that is not KEY=value: the key is not [A-Za-z_][A-Za-z0-9_]*; make the template write KEY='value' lines with keys [A-Za-z_][A-Za-z0-9_]*"
+            "secret \"db\": vaultlet.io/env-db loads it into the environment, but its template rendered line 2 (key \"DB PASS\") that is not KEY=value: the key is not [A-Za-z_][A-Za-z0-9_]*; make the template write KEY='value' lines with keys [A-Za-z_][A-Za-z0-9_]*"
+        );
+        // A value rendered where a key goes is never shown.
+        let mut leak = mk_spec("db", Some("{{p}}=x\n"));
+        leak.env = true;
+        let r2 = Renderer::new(std::slice::from_ref(&leak)).expect("compiles");
+        let own2 = mk_data(json!({"p": "hunter2 x"}));
+        let err = r2.render(&leak, &own2, &BTreeMap::new()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "secret \"db\": vaultlet.io/env-db loads it into the environment, but its template rendered line 1 that is not KEY=value: the key is not [A-Za-z_][A-Za-z0-9_]*; make the template write KEY='value' lines with keys [A-Za-z_][A-Za-z0-9_]*"
+        );
+        // Keys of the data are names, not values: shown.
+        let mut each = mk_spec("db", Some("{{#each this}}{{@key}}={{this}}\n{{/each}}"));
+        each.env = true;
+        let r3 = Renderer::new(std::slice::from_ref(&each)).expect("compiles");
+        let own3 = mk_data(json!({"api-key": "k"}));
+        let err = r3.render(&each, &own3, &BTreeMap::new()).unwrap_err();
+        assert!(
+            err.to_string().contains("line 1 (key \"api-key\")"),
+            "{err}"
         );
         spec.env = false;
         assert!(r.render(&spec, &own, &BTreeMap::new()).is_ok());
