@@ -119,11 +119,11 @@ check "jwt: a token of another service account is refused" \
 check "cert-auth: role payments trusts the client CA that signed the written certificate" \
   sh -c "bao read -field=certificate auth/cert/certs/payments >'$work/role-ca.pem' && \
     openssl verify -CAfile '$work/role-ca.pem' '$OUT_DIR/secrets/payments-vault-client/tls.crt'"
-for role in nginx orders web report backup prometheus legacy; do
+for role in nginx orders web report backup prometheus legacy checkout; do
   check "kubernetes role $role has audience vault" sh -c "bao read -field=audience auth/kubernetes/role/$role | grep -qx vault"
 done
 for path in nginx/site billing/config report/config backup/s3 prometheus/remote-write legacy/config \
-  inventory/config payments/config; do
+  inventory/config payments/config checkout/db; do
   check "kv secret/$path still at version 1 after two runs" \
     sh -c "bao kv metadata get -format=json -mount=secret $path | grep -q '\"current_version\": 1,'"
 done
