@@ -97,6 +97,22 @@ fn assert_no_values(sample: &NodeSample, pod: &str, values: &[&str]) {
     }
 }
 
+/// `kubectl exec` in the app container, retried while the API server cannot reach the
+/// kubelet yet (a fresh node).
+fn exec(cluster: &Cluster, ns: &str, pod: &str, command: &[&str]) -> String {
+    let mut args = vec!["exec", "-n", ns, pod, "-c", "app", "--"];
+    args.extend_from_slice(command);
+    let mut out = Err(String::new());
+    wait_until(WAIT, &format!("kubectl exec {command:?}"), || {
+        out = cluster.kubectl(&args, None);
+        if let Err(e) = &out {
+            eprintln!("kubectl exec {command:?}: {e}");
+        }
+        out.is_ok()
+    });
+    out.unwrap_or_default()
+}
+
 fn app_status(cluster: &Cluster, ns: &str, pod: &str) -> Value {
     cluster
         .get(ns, "pod", pod)
@@ -132,7 +148,7 @@ fn env_sample_gets_its_values_and_a_change_restarts_the_app() {
         "{first}"
     );
     // `kubectl exec ... env` is a new process: it does not have the values.
-    let exec_env = cluster.kubectl_ok(&["exec", "-n", &ns, &name, "-c", "app", "--", "env"]);
+    let exec_env = exec(cluster, &ns, &name, &["env"]);
     assert!(
         !exec_env.contains("DB_PASSWORD"),
         "exec env shows the secret"
@@ -166,9 +182,7 @@ fn env_sample_gets_its_values_and_a_change_restarts_the_app() {
 
     // SIGTERM to the container's PID 1 (the supervisor) reaches the app, and the container
     // exits with the app's code (42); the kubelet then starts it again.
-    cluster.kubectl_ok(&[
-        "exec", "-n", &ns, &name, "-c", "app", "--", "kill", "-TERM", "1",
-    ]);
+    exec(cluster, &ns, &name, &["kill", "-TERM", "1"]);
     wait_until(WAIT, "the app container's exit with code 42", || {
         app_status(cluster, &ns, &name)["lastState"]["terminated"]["exitCode"] == 42
     });
