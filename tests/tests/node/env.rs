@@ -36,7 +36,7 @@ fn password(sample: &NodeSample) -> String {
             "get",
             "-mount=secret",
             "-field=password",
-            "payments/db",
+            "checkout/db",
         ])
         .trim()
         .to_owned()
@@ -139,12 +139,12 @@ fn env_sample_gets_its_values_and_a_change_restarts_the_app() {
         &[("vaultlet.io/refresh-interval", "1s")],
         &[],
     );
-    let name = start(&sample, &workload, "payments-");
+    let name = start(&sample, &workload, "checkout-");
     let first = logs(cluster, &ns, &name, "app");
     assert!(
         first
             .lines()
-            .any(|l| l == format!("app: env DB_USER {}", digest("payments"))),
+            .any(|l| l == format!("app: env DB_USER {}", digest("checkout"))),
         "{first}"
     );
     // `kubectl exec ... env` is a new process: it does not have the values.
@@ -160,8 +160,8 @@ fn env_sample_gets_its_values_and_a_change_restarts_the_app() {
         "kv",
         "put",
         "-mount=secret",
-        "payments/db",
-        "username=payments",
+        "checkout/db",
+        "username=checkout",
         &format!("password={new}"),
     ]);
     let line = format!("app: env DB_PASSWORD {}", digest(&new));
@@ -244,9 +244,9 @@ fn env_works_in_classic_and_init_only_mode() {
         &[("vaultlet.io/native-sidecar", "false")],
         &[],
     );
-    let name = start(&sample, &classic, "payments-");
+    let name = start(&sample, &classic, "checkout-");
     assert_no_values(&sample, &name, &[&password(&sample)]);
-    Cluster::running().delete(&sample.ns.name, "deployment", "payments");
+    Cluster::running().delete(&sample.ns.name, "deployment", "checkout");
 
     let mut init_only = deployment(
         &sample,
@@ -254,8 +254,8 @@ fn env_works_in_classic_and_init_only_mode() {
         &[("vaultlet.io/mode", "init-only")],
         &["vaultlet.io/on-env-change"],
     );
-    init_only["metadata"]["name"] = json!("payments-once");
-    let name = start(&sample, &init_only, "payments-once-");
+    init_only["metadata"]["name"] = json!("checkout-once");
+    let name = start(&sample, &init_only, "checkout-once-");
     assert_no_values(&sample, &name, &[&password(&sample)]);
 }
 
@@ -263,7 +263,7 @@ fn env_works_in_classic_and_init_only_mode() {
 fn a_container_without_command_is_denied() {
     let cluster = Cluster::running();
     let ns = cluster.namespace("e2e-env-deny", vaultlet_e2e::node::RESTRICTED);
-    cluster.ensure_service_account(&ns.name, "payments");
+    cluster.ensure_service_account(&ns.name, "checkout");
     let mut pod = vaultlet_e2e::node::read_yaml(
         &vaultlet_testkit::workspace_root().join("samples/env/pod.yaml"),
     );
