@@ -42,7 +42,7 @@ pub const APPROLE_VOLUME: &str = "vaultlet-approle";
 /// Vault CA ConfigMap volume.
 pub const CA_VOLUME: &str = "vaultlet-ca";
 /// Volume the agent copies its binary into for the app's supervisor (`env-<name>`).
-pub const BIN_VOLUME: &str = "vaultlet-bin";
+pub use vaultlet_agent::config::supervise::BIN_VOLUME;
 /// Where the AppRole Secret is mounted in the agent.
 pub const APPROLE_DIR: &str = "/vault/approle";
 /// Where the Vault CA ConfigMap is mounted in the agent.

@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use super::{SIGNALS, format_duration, parse_duration};
 
-/// Directory the agent copies its binary into, shared read-only with the app containers.
+/// Volume holding the agent binary for the app containers (an `emptyDir` on disk).
+pub const BIN_VOLUME: &str = "vaultlet-bin";
+
+/// Where [`BIN_VOLUME`] is mounted: writable in the agent, which copies its binary into it,
+/// read-only in the app containers.
 pub const BIN_DIR: &str = "/vaultlet/bin";
 
 /// File name of the agent binary inside [`BIN_DIR`].
