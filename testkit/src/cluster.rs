@@ -381,18 +381,12 @@ openssl x509 -req -in "$1/tls.csr" -CA "$2/ca.crt" -CAkey "$2/ca.key" -CAcreates
             .get_or_init(|| {
                 let ns = "vaultlet-e2e";
                 self.ensure_service_account(ns, "token-reviewer");
-                let binding = serde_json::json!({
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "ClusterRoleBinding",
-                    "metadata": {"name": "vaultlet-e2e-token-reviewer"},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                "name": "system:auth-delegator"},
-                    "subjects": [{"kind": "ServiceAccount", "name": "token-reviewer",
-                                  "namespace": ns}],
-                });
-                if let Err(e) = self.kubectl(&["apply", "-f", "-"], Some(&binding.to_string())) {
-                    panic!("cannot bind the token reviewer to system:auth-delegator: {e}");
-                }
+                self.bind_cluster_role(
+                    "vaultlet-e2e-token-reviewer",
+                    "system:auth-delegator",
+                    serde_json::json!({"kind": "ServiceAccount", "name": "token-reviewer",
+                                       "namespace": ns}),
+                );
                 self.token(ns, "token-reviewer", self.api_url(), 24 * 3600, None)
             })
             .clone()
@@ -402,17 +396,26 @@ openssl x509 -req -in "$1/tls.csr" -CA "$2/ca.crt" -CAkey "$2/ca.key" -CAcreates
     /// as Kubernetes documents for relying parties that fetch the issuer's OIDC discovery
     /// document and JWKS without credentials (OpenBao's `jwt` auth method). Idempotent.
     pub fn allow_anonymous_issuer_discovery(&self) {
+        self.bind_cluster_role(
+            "vaultlet-e2e-issuer-discovery",
+            "system:service-account-issuer-discovery",
+            serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                               "name": "system:unauthenticated"}),
+        );
+    }
+
+    /// `kubectl apply` of ClusterRoleBinding `name`: ClusterRole `role` to `subject`.
+    fn bind_cluster_role(&self, name: &str, role: &str, subject: Value) {
         let binding = serde_json::json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
-            "metadata": {"name": "vaultlet-e2e-issuer-discovery"},
+            "metadata": {"name": name},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "system:service-account-issuer-discovery"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
-                          "name": "system:unauthenticated"}],
+                        "name": role},
+            "subjects": [subject],
         });
         if let Err(e) = self.kubectl(&["apply", "-f", "-"], Some(&binding.to_string())) {
-            panic!("cannot open the issuer discovery endpoints to anonymous clients: {e}");
+            panic!("cannot bind ClusterRole {role} ({name}): {e}");
         }
     }
 
