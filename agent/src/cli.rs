@@ -39,14 +39,19 @@ pub struct Cli {
 }
 
 /// The agent's roles.
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum Role {
     /// Render every secret once and exit (0 on success; non-zero after the init deadline).
     Init,
     /// Render, then keep the files fresh until SIGTERM/SIGINT.
     Run,
     /// Exit 0 iff every secret has been rendered (`<stateDir>/ready` exists).
-    Probe,
+    Probe {
+        /// Wait up to this long (e.g. `120s`) for the secrets instead of answering at once,
+        /// then exit 1 with the init deadline's message: the native sidecar's postStart hook.
+        #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+        wait: Option<std::time::Duration>,
+    },
     // `supervise [--env-file FILE]... -- COMMAND...` is handled before this parser: see
     // `crate::supervise`.
 }
@@ -62,8 +67,8 @@ pub fn main() -> ExitCode {
     // First, before the config or any token is in memory.
     let dumpable = make_non_dumpable();
     let cli = Cli::parse();
-    if let Role::Probe = cli.role {
-        return probe_role(&cli);
+    if let Role::Probe { wait } = cli.role {
+        return probe_role(&cli, wait);
     }
     let (cfg, filter) = match load_config(&cli).and_then(|cfg| Ok((log_filter(&cfg)?, cfg))) {
         Ok((filter, cfg)) => (cfg, filter),
@@ -73,6 +78,8 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&cfg, filter);
+    // The start of the clock for "agent start -> file written" (scripts/bench-cluster.py).
+    info!(role = ?cli.role, "starting");
     if let Err(e) = dumpable {
         warn!(error = %e, "cannot make the process non-dumpable; processes of the same user may read its memory");
     }
@@ -101,12 +108,22 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn probe_role(cli: &Cli) -> ExitCode {
+fn probe_role(cli: &Cli, wait: Option<std::time::Duration>) -> ExitCode {
     let state_dir = cli
         .state_dir
         .clone()
         .or_else(|| load_config(cli).ok().map(|c| c.paths.state_dir))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    if let Some(deadline) = wait {
+        // The kubelet puts this output into the container's status when the hook fails.
+        return match probe::wait_ready(&state_dir, deadline) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vaultlet-agent: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if probe::is_ready(&state_dir) {
         ExitCode::SUCCESS
     } else {
@@ -154,7 +171,7 @@ async fn run_role(role: Role, cfg: AgentConfig) -> anyhow::Result<()> {
                 })
                 .await;
         }
-        Role::Probe => {}
+        Role::Probe { .. } => {}
     }
     Ok(())
 }
@@ -297,6 +314,20 @@ mod tests {
         let cfg = load_config(&cli).expect("config");
         assert_eq!(cfg.paths.secrets_dir, PathBuf::from("/tmp/s"));
         assert_eq!(cfg.paths.state_dir, PathBuf::from("/tmp/st"));
+    }
+
+    #[test]
+    fn probe_waits_for_a_duration_or_answers_at_once() {
+        let cli = Cli::parse_from(["vaultlet-agent", "probe", "--wait", "2m"]);
+        assert_eq!(
+            cli.role,
+            Role::Probe {
+                wait: Some(std::time::Duration::from_secs(120))
+            }
+        );
+        let cli = Cli::parse_from(["vaultlet-agent", "probe"]);
+        assert_eq!(cli.role, Role::Probe { wait: None });
+        assert!(Cli::try_parse_from(["vaultlet-agent", "probe", "--wait", "soon"]).is_err());
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod fit;
 mod patch;
 mod tls;
 use auth::auth_config;
-use containers::{agent_container, startup_probe, volumes};
+use containers::{agent_container, volumes, wait_for_secrets};
 use fit::{check_conflicts, mount_into_apps};
 pub use patch::{Shape, patch};
 
@@ -489,7 +489,7 @@ fn apply(
         InjectMode::NativeSidecar => {
             let mut c = agent_container(AGENT_CONTAINER, "run", env, plan, s, req);
             c.restart_policy = Some("Always".into());
-            c.startup_probe = Some(startup_probe(init_deadline(req, s)));
+            c.lifecycle = Some(wait_for_secrets(init_deadline(req, s)));
             new_init.push(c);
         }
         InjectMode::Classic => {

@@ -40,6 +40,17 @@ fn container<'a>(p: &'a Pod, name: &str) -> &'a Container {
         .unwrap_or_else(|| panic!("no container {name}"))
 }
 
+/// The exec command of a container's postStart hook (empty without one).
+fn post_start(c: &Container) -> Vec<&str> {
+    c.lifecycle
+        .as_ref()
+        .and_then(|l| l.post_start.as_ref())
+        .and_then(|h| h.exec.as_ref())
+        .and_then(|e| e.command.as_ref())
+        .map(|c| c.iter().map(String::as_str).collect())
+        .unwrap_or_default()
+}
+
 fn mounts_secrets(c: &Container) -> bool {
     c.volume_mounts
         .iter()
@@ -147,8 +158,12 @@ fn native_sidecar_by_default() {
     assert_eq!(init_names(&i.pod), [AGENT_CONTAINER]);
     let agent = container(&i.pod, AGENT_CONTAINER);
     assert_eq!(agent.restart_policy.as_deref(), Some("Always"));
-    let probe = agent.startup_probe.as_ref().expect("startupProbe");
-    assert_eq!(probe.failure_threshold, Some(120));
+    // Gated by the postStart hook alone: a startupProbe would cost the kubelet a probe tick.
+    assert_eq!(agent.startup_probe, None);
+    assert_eq!(
+        post_start(agent),
+        ["/vaultlet-agent", "probe", "--wait", "120s"]
+    );
     assert!(mounts_secrets(container(&i.pod, "web")));
     let sc = agent.security_context.as_ref().expect("sc");
     assert_eq!(

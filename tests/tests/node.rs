@@ -1,6 +1,6 @@
 //! Injected Pods run by the local cluster's real node: kubelet, containerd and runc, images built
 //! here (`scripts/images.sh`), Pod network on a bridge of the test run. The kubelet starts the
-//! native sidecar and runs its startupProbe before the app, mounts the projected token and the
+//! native sidecar and waits for its postStart hook before the app, mounts the projected token and the
 //! memory-backed volume, and the Job controller decides when a Job is complete.
 //!
 //! The helpers are in `vaultlet_e2e::node`; the tests take turns for the Vault address for
@@ -19,6 +19,8 @@ use vaultlet_testkit::wait_until;
 
 #[path = "node/env.rs"]
 mod env;
+#[path = "node/startup.rs"]
+mod startup;
 
 /// One test at a time owns the Vault address for Pods.
 static VAULT_FOR_PODS: Mutex<()> = Mutex::new(());

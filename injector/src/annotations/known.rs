@@ -80,7 +80,7 @@ pub const KNOWN: &[Known] = &[
     pod(
         "native-sidecar",
         "`--native-sidecars` (true)",
-        "Sidecar mode only. `true`: one agent in `initContainers` with `restartPolicy: Always` and a startupProbe (the app starts after its secrets exist). `false`: classic init agent plus a sidecar agent.",
+        "Sidecar mode only. `true`: one agent in `initContainers` with `restartPolicy: Always` and a postStart hook that returns once its secrets exist (the kubelet starts the app only then). `false`: classic init agent plus a sidecar agent.",
         "false",
     ),
     pod(
@@ -164,7 +164,7 @@ pub const KNOWN: &[Known] = &[
     pod(
         "init-deadline",
         "`--init-deadline` (120s)",
-        "How long the first render may take before the agent gives up (native sidecar: startupProbe failureThreshold). 1s to 1h.",
+        "How long the first render may take before the agent gives up (native sidecar: the postStart hook fails and the kubelet restarts the agent). 1s to 1h.",
         "5m",
     ),
     pod(

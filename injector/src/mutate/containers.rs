@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, Probe,
-    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, Lifecycle,
+    LifecycleHandler, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use vaultlet_agent::config::supervise::BIN_DIR;
@@ -20,15 +21,24 @@ use super::{
 use crate::annotations::{AuthMethod, PodRequest};
 use crate::settings::Settings;
 
-pub(super) fn startup_probe(deadline: Duration) -> Probe {
-    let secs = i32::try_from(deadline.as_secs().max(1)).unwrap_or(i32::MAX);
-    Probe {
-        exec: Some(ExecAction {
-            command: Some(vec![AGENT_BINARY.to_owned(), "probe".to_owned()]),
+/// The native sidecar's gate: a `postStart` hook that returns once every secret is rendered
+/// (or fails at the init deadline). The kubelet starts the next container only after it
+/// returned; no startupProbe, which would always cost a probe tick (the facts, from the
+/// kubelet's code, are in the agent's `probe` module and docs/contract.md).
+pub(super) fn wait_for_secrets(deadline: Duration) -> Lifecycle {
+    Lifecycle {
+        post_start: Some(LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(vec![
+                    AGENT_BINARY.to_owned(),
+                    "probe".to_owned(),
+                    "--wait".to_owned(),
+                    format!("{}s", deadline.as_secs().max(1)),
+                ]),
+            }),
+            ..LifecycleHandler::default()
         }),
-        period_seconds: Some(1),
-        failure_threshold: Some(secs),
-        ..Probe::default()
+        ..Lifecycle::default()
     }
 }
 

@@ -53,11 +53,8 @@ fn approle_and_overrides() {
     assert_eq!(res.requests.expect("req")["cpu"].0, "50m");
     assert_eq!(res.limits.expect("lim")["memory"].0, "128Mi");
     assert_eq!(
-        agent
-            .startup_probe
-            .as_ref()
-            .and_then(|p| p.failure_threshold),
-        Some(30)
+        post_start(agent),
+        ["/vaultlet-agent", "probe", "--wait", "30s"]
     );
     let app_mount = container(&i.pod, "web")
         .volume_mounts

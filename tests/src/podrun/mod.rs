@@ -3,7 +3,7 @@
 //! those directories, app containers run a stand-in shell script under the app's process name.
 //!
 //! Order is the kubelet's: init containers one by one (a failure fails the Pod), a native
-//! sidecar (`restartPolicy: Always`) is started and its startupProbe polled before the next
+//! sidecar (`restartPolicy: Always`) is started and its postStart hook (or startupProbe) awaited before the next
 //! container, then all regular containers start. With `shareProcessNamespace: true` every
 //! process of the Pod lives in one PID namespace, so the agent's `/proc` is the Pod's. As
 //! root, containers run as their `securityContext` users with volumes owned like a kubelet's.
@@ -93,6 +93,16 @@ pub enum PodError {
         /// failureThreshold x periodSeconds.
         timeout: Duration,
         /// The sidecar's output.
+        output: String,
+    },
+    /// A container's postStart hook failed (the kubelet then kills the container).
+    #[error("container {container}: postStart hook {status}; its output:\n{output}")]
+    PostStart {
+        /// Container name.
+        container: String,
+        /// How it ended (exit status, or not within the init timeout).
+        status: String,
+        /// The hook's output.
         output: String,
     },
     /// A native sidecar exited before its startupProbe passed.
@@ -591,7 +601,12 @@ impl PodRun {
             })
     }
 
+    /// As the kubelet does: the next container starts once the postStart hook has returned
+    /// and the startupProbe (if any) has passed.
     fn await_startup(&mut self, c: &ContainerSpec) -> Result<(), PodError> {
+        if let Some(hook) = c.post_start.clone() {
+            self.run_post_start(c, hook)?;
+        }
         let Some(probe) = c.startup_probe.clone() else {
             return Ok(());
         };
@@ -642,6 +657,37 @@ impl PodRun {
             self.probes.push(proc);
             std::thread::sleep(PROBE_EVERY);
         }
+    }
+
+    fn run_post_start(&mut self, c: &ContainerSpec, hook: Vec<String>) -> Result<(), PodError> {
+        let mut argv: Vec<OsString> = hook.iter().map(OsString::from).collect();
+        if c.is_agent() && !argv.is_empty() {
+            argv[0] = self.agent_bin.clone().into_os_string();
+        }
+        let log = self
+            .work_dir
+            .join("logs")
+            .join(format!("{}.poststart.log", c.name));
+        let spawn = Spawn {
+            container: &c.name,
+            argv: self.as_user(c, argv),
+            env: self.env(c)?,
+            cwd: &self.work_dir,
+            log: log.clone(),
+        };
+        let proc = Proc::start(spawn, self.sandbox(&c.name))?;
+        let ended = self.poll(self.init_timeout, "postStart hook", || proc.exit());
+        let status = match ended {
+            Ok(exit) if exit.status.success() => return Ok(()),
+            Ok(exit) => format!("exited ({})", exit.status),
+            Err(_) => format!("did not return within {:?}", self.init_timeout),
+        };
+        self.probes.push(proc);
+        Err(PodError::PostStart {
+            container: c.name.clone(),
+            status,
+            output: std::fs::read_to_string(&log).unwrap_or_default(),
+        })
     }
 
     // ---- waiting ----

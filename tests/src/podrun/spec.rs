@@ -37,6 +37,8 @@ pub struct ContainerSpec {
     pub mounts: Vec<(String, String, Option<String>)>,
     /// The exec command of the startupProbe, if any, with its period and failure threshold.
     pub startup_probe: Option<Probe>,
+    /// The exec command of the `postStart` hook, if any.
+    pub post_start: Option<Vec<String>>,
     /// The user the container runs as, from the Pod's and its own `securityContext`; `None`
     /// is the image's default (root here).
     pub identity: Option<Identity>,
@@ -168,6 +170,8 @@ fn container(pod: &Value, c: &Value, role: Role) -> Result<ContainerSpec, PodErr
             initial_delay_secs: num("initialDelaySeconds", 0),
         })
     });
+    let post_start = Some(strings(&c["lifecycle"]["postStart"]["exec"]["command"]))
+        .filter(|command| !command.is_empty());
     Ok(ContainerSpec {
         image: c["image"].as_str().unwrap_or_default().to_string(),
         role,
@@ -175,6 +179,7 @@ fn container(pod: &Value, c: &Value, role: Role) -> Result<ContainerSpec, PodErr
         env: list(&c["env"]).to_vec(),
         mounts,
         startup_probe,
+        post_start,
         identity: identity(pod, c),
         name,
     })
