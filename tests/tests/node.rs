@@ -574,7 +574,12 @@ fn cert_auth_with_a_wrong_ca_says_which_annotation_and_file() {
         &sample,
         "deployment.yaml",
         &["/usr/local/bin/app", "watch", file],
-        &[("vaultlet.io/tls-ca-secret", "wrong-ca")],
+        // The postStart hook holds the kubelet's sync of the Pod until the deadline, and the
+        // agent's log is served only after that (the restarted agent's previous container).
+        &[
+            ("vaultlet.io/tls-ca-secret", "wrong-ca"),
+            ("vaultlet.io/init-deadline", "10s"),
+        ],
     );
     cluster
         .create(ns, &deployment)
@@ -587,6 +592,6 @@ fn cert_auth_with_a_wrong_ca_says_which_annotation_and_file() {
         l.contains(want).then(|| l.to_string())
     });
     eprintln!("agent: {line}");
-    // The startupProbe never passed, so the app never started.
+    // The postStart hook never returned success, so the app never started.
     assert_eq!(logs(cluster, ns, name, "app"), "");
 }

@@ -473,10 +473,10 @@ fn print_summary(before: &Value, after: &Value) {
             "init container (renders once, then exits)"
         };
         detail(format!("+ {name}: {kind}, runs {}", argv(c)));
-        if let Some(p) = c["startupProbe"]["exec"]["command"].as_array() {
+        if let Some(p) = c["lifecycle"]["postStart"]["exec"]["command"].as_array() {
             let p: Vec<&str> = p.iter().filter_map(Value::as_str).collect();
             detail(format!(
-                "    startupProbe: {} (the app starts only once secrets are rendered)",
+                "    postStart hook: {} (the app starts only once secrets are rendered)",
                 p.join(" ")
             ));
         }
@@ -577,7 +577,7 @@ fn describe_start(pod: &PodRun, t: Instant) {
         let at = started.saturating_duration_since(t).as_millis();
         let what = match c.role {
             Role::Init => "init container, ran to completion",
-            Role::NativeSidecar => "native sidecar, startupProbe passed before the next container",
+            Role::NativeSidecar => "native sidecar, postStart hook returned before the next container",
             Role::Regular if c.is_agent() => "classic sidecar",
             Role::Regular => "app (a stand-in shell script under the app's process name)",
         };
