@@ -577,7 +577,9 @@ fn describe_start(pod: &PodRun, t: Instant) {
         let at = started.saturating_duration_since(t).as_millis();
         let what = match c.role {
             Role::Init => "init container, ran to completion",
-            Role::NativeSidecar => "native sidecar, postStart hook returned before the next container",
+            Role::NativeSidecar => {
+                "native sidecar, postStart hook returned before the next container"
+            }
             Role::Regular if c.is_agent() => "classic sidecar",
             Role::Regular => "app (a stand-in shell script under the app's process name)",
         };
