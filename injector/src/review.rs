@@ -8,6 +8,8 @@ use kube_core::{DynamicObject, Resource};
 use crate::mutate::{self, InjectMode, Outcome, Skip};
 use crate::settings::Settings;
 
+pub mod bounds;
+
 /// Largest request body accepted (the API server sends at most 3 MiB objects).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
@@ -89,6 +91,12 @@ pub fn review(body: &[u8], settings: &Settings) -> Result<Reviewed, ReviewError>
     if body.len() > MAX_BODY {
         return Err(ReviewError::TooLarge);
     }
+    // One linear pass that stores nothing, before anything is decoded into memory.
+    match bounds::check(body) {
+        Ok(()) => {}
+        Err(bounds::Checked::Json(e)) => return Err(ReviewError::NotAReview(e.to_string())),
+        Err(bounds::Checked::TooBig(too_big)) => return too_big_denial(body, &too_big),
+    }
     // Fast path: the webhook is registered for Pods, so decode straight into the typed Pod.
     let (response, verdict, about) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
         Ok(review) => {
@@ -122,6 +130,28 @@ pub fn review(body: &[u8], settings: &Settings) -> Result<Reviewed, ReviewError>
         body,
         verdict,
         about,
+    })
+}
+
+/// The answer to a review that is larger than [`bounds`] allows: denied, by its uid alone.
+fn too_big_denial(body: &[u8], too_big: &bounds::TooBig) -> Result<Reviewed, ReviewError> {
+    let uid = bounds::request_uid(body)
+        .ok_or_else(|| ReviewError::NotAReview("it has no request.uid".into()))?;
+    let message = format!("vaultlet: {too_big}");
+    let mut response = AdmissionResponse::invalid(&message);
+    response.uid.clone_from(&uid);
+    let body = encode(response)
+        .map_err(|e| ReviewError::NotAReview(format!("cannot encode the response: {e}")))?;
+    Ok(Reviewed {
+        body,
+        verdict: Verdict::Denied {
+            reason: "too_big",
+            message,
+        },
+        about: About {
+            uid,
+            ..About::default()
+        },
     })
 }
 

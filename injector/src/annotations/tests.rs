@@ -266,3 +266,32 @@ fn unknown_annotations_suggest_the_nearest_known_one() {
          see docs/annotations.md for the list"
     );
 }
+
+#[test]
+fn the_container_list_is_bounded_by_the_containers_a_pod_can_have() {
+    let limit = crate::review::bounds::MAX_CONTAINERS;
+    let at_limit: Vec<String> = (0..limit).map(|i| format!("c{i}")).collect();
+    let value = at_limit.join(",");
+    let req = parse_map(&[
+        ("vaultlet.io/secret-x", "secret/data/app"),
+        ("vaultlet.io/containers", &value),
+    ])
+    .expect("a name per container is fine");
+    assert_eq!(req.containers.as_deref(), Some(&at_limit[..]));
+    let one_more = format!("{value},c{limit}");
+    let message = err(&[
+        ("vaultlet.io/secret-x", "secret/data/app"),
+        ("vaultlet.io/containers", &one_more),
+    ]);
+    assert!(
+        message.starts_with("annotation vaultlet.io/containers: value "),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(&format!(
+            " is invalid: names more than {limit} containers, more than a Pod vaultlet reviews \
+             can have"
+        )),
+        "{message}"
+    );
+}

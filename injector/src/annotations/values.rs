@@ -105,12 +105,24 @@ pub(super) fn parse_abs_dir(v: &str) -> Result<String, String> {
 }
 
 pub(super) fn parse_container_list(v: &str) -> Result<Vec<String>, String> {
-    let names: Vec<String> = v
+    // A Pod has at most this many containers (the review's bounds), so a longer list is wrong.
+    let limit = crate::review::bounds::MAX_CONTAINERS;
+    let mut names: Vec<String> = Vec::new();
+    for (i, n) in v
         .split(',')
         .map(str::trim)
         .filter(|n| !n.is_empty())
-        .map(String::from)
-        .collect();
+        .enumerate()
+    {
+        if i == limit {
+            return Err(format!(
+                "names more than {limit} containers, more than a Pod vaultlet reviews can have"
+            ));
+        }
+        if !names.iter().any(|known| known == n) {
+            names.push(n.to_owned());
+        }
+    }
     if names.is_empty() {
         return Err("expected a comma-separated list of container names".into());
     }
