@@ -27,6 +27,10 @@ pub struct Metrics {
     latency: Histogram,
     cert_reloads: Family<Labels, Counter>,
     cert_loaded: Gauge,
+    shed: Family<Labels, Counter>,
+    connections: Gauge,
+    evictions: Counter,
+    accept_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -46,6 +50,10 @@ impl Metrics {
         let latency = Histogram::new(LATENCY_BUCKETS.iter().copied());
         let cert_reloads = Family::<Labels, Counter>::default();
         let cert_loaded = Gauge::default();
+        let shed = Family::<Labels, Counter>::default();
+        let connections = Gauge::default();
+        let evictions = Counter::default();
+        let accept_errors = Counter::default();
         registry.register(
             "reviews",
             "AdmissionReviews answered, by outcome (injected, skipped, ignored, denied)",
@@ -73,6 +81,26 @@ impl Metrics {
             "1 when a serving certificate is loaded",
             cert_loaded.clone(),
         );
+        registry.register(
+            "shed",
+            "Requests answered 503 because the injector was at a limit, by limit (bodies, reviews)",
+            shed.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open connections to the webhook listener",
+            connections.clone(),
+        );
+        registry.register(
+            "connection_evictions",
+            "Idle webhook connections closed to make room under --max-connections",
+            evictions.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts on the webhook or admin listener (e.g. out of file descriptors)",
+            accept_errors.clone(),
+        );
         Self {
             registry,
             reviews,
@@ -82,7 +110,31 @@ impl Metrics {
             latency,
             cert_reloads,
             cert_loaded,
+            shed,
+            connections,
+            evictions,
+            accept_errors,
         }
+    }
+
+    /// Records a request shed at `limit` (`bodies` or `reviews`).
+    pub fn shed(&self, limit: &'static str) {
+        self.shed.get_or_create(&vec![("limit", limit)]).inc();
+    }
+
+    /// The number of open webhook connections changed by `delta`.
+    pub fn connections(&self, delta: i64) {
+        self.connections.inc_by(delta);
+    }
+
+    /// Records an idle connection closed to make room for a new one.
+    pub fn evicted(&self) {
+        self.evictions.inc();
+    }
+
+    /// Records a failed accept.
+    pub fn accept_error(&self) {
+        self.accept_errors.inc();
     }
 
     /// Records one answered review.
@@ -153,6 +205,11 @@ mod tests {
             0.000_2,
         );
         m.bad_request(413);
+        m.shed("bodies");
+        m.connections(2);
+        m.connections(-1);
+        m.evicted();
+        m.accept_error();
         let text = m.render();
         for needle in [
             "vaultlet_injector_reviews_total{outcome=\"injected\"} 1",
@@ -160,6 +217,10 @@ mod tests {
             "vaultlet_injector_denials_total{reason=\"vault_addr\"} 1",
             "vaultlet_injector_bad_requests_total{status=\"413\"} 1",
             "vaultlet_injector_review_duration_seconds_bucket{le=\"0.0005\"} 2",
+            "vaultlet_injector_shed_total{limit=\"bodies\"} 1",
+            "vaultlet_injector_connections 1",
+            "vaultlet_injector_connection_evictions_total 1",
+            "vaultlet_injector_accept_errors_total 1",
             "# EOF",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");

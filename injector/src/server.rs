@@ -1,39 +1,57 @@
-//! HTTPS webhook and plain-HTTP admin listener: routing, body limits, graceful shutdown.
+//! HTTPS webhook and plain-HTTP admin listener: connections, graceful shutdown.
+//!
+//! Connections live as [`conn`] says (idle ones kept past the API server's own idle timeout,
+//! deadlines only for a request in progress), under a cap ([`accept`]); requests are routed
+//! and shed under load in [`routes`].
 //!
 //! Shutdown: the first SIGTERM/SIGINT turns `/readyz` false while both listeners keep
-//! accepting for `--drain-delay`; then the listeners close and in-flight reviews get
-//! `--shutdown-grace`. A second signal at any point exits at once, non-zero.
+//! accepting for `--drain-delay`; meanwhile each connection is closed after its next review
+//! (HTTP/1 `Connection: close`, HTTP/2 GOAWAY), so clients move to other replicas without a
+//! failed request. Then the listeners close, idle connections are closed and in-flight
+//! reviews get `--shutdown-grace`. A second signal at any point exits at once, non-zero.
 
-use std::convert::Infallible;
+mod accept;
+pub mod conn;
+mod routes;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::Version;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::cli::ServeArgs;
 use crate::metrics::Metrics;
-use crate::review::{self, MAX_BODY, Verdict};
 use crate::settings::{LogArgs, Settings};
 use crate::tls::{self, CertStore};
+use accept::Listener;
+use conn::{Activity, Ended, Limits, Watched};
+pub use routes::{BODY_BUDGET, handle};
 
 /// Log target of the one line per review (`--log-level info,vaultlet_injector::review=warn`
 /// drops those lines and keeps the rest).
 pub const REVIEW_LOG: &str = "vaultlet_injector::review";
 
-/// A TLS handshake that takes longer than this is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open admin connections at most (probes and scrapes; more wait in the backlog).
+const MAX_ADMIN_CONNECTIONS: u32 = 16;
+
+/// HTTP/1: the most bytes buffered for one request's head.
+const H1_MAX_BUF: usize = 64 * 1024;
+/// HTTP/2: streams open at once on one connection.
+const H2_MAX_STREAMS: u32 = 32;
+/// HTTP/2: the most header bytes of one request.
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+/// HTTP/2: bytes a client may send ahead on one stream / on the connection before the
+/// injector reads them (flow control: what one connection can make it buffer).
+const H2_STREAM_WINDOW: u32 = 128 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
 
 /// Shared state of every connection.
 #[derive(Debug)]
@@ -44,16 +62,21 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Serving certificate.
     pub certs: Arc<CertStore>,
-    /// HTTP/1 headers and request bodies must arrive within this (`--read-timeout`); the API
-    /// server gives up on a webhook after at most 30 s, so a slower client is not the API server.
+    /// A request in progress must get on within this (`--read-timeout`); the API server
+    /// gives up on a webhook after at most 30 s, so a slower client is not the API server.
     pub read_timeout: Duration,
+    load: routes::Load,
     draining: AtomicBool,
 }
 
 impl App {
     /// Ready: a certificate is loaded and the server is not draining.
     pub fn ready(&self) -> bool {
-        self.certs.is_loaded() && !self.draining.load(Ordering::Relaxed)
+        self.certs.is_loaded() && !self.draining()
+    }
+
+    fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 }
 
@@ -63,6 +86,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     init_logging(&args.log)?;
     args.settings.validate()?;
+    args.server.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -85,6 +109,15 @@ fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
+/// What every connection task needs besides the [`App`].
+#[derive(Clone)]
+struct Lifecycle {
+    limits: Limits,
+    draining: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    builder: auto::Builder<TokioExecutor>,
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let certs = Arc::new(CertStore::new(
@@ -96,60 +129,88 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::bail!("no serving certificate at start: {e}");
     }
     metrics.cert_reload(true);
+    let server = &args.server;
     let app = Arc::new(App {
         settings: args.settings,
         metrics: metrics.clone(),
         certs: certs.clone(),
-        read_timeout: args.server.read_timeout.0,
+        read_timeout: server.read_timeout.0,
+        load: routes::Load::new(server.max_concurrent_reviews, server.read_timeout.0 / 2),
         draining: AtomicBool::new(false),
     });
-    let listener = TcpListener::bind(args.server.listen_addr)
+    let tcp = TcpListener::bind(server.listen_addr)
         .await
-        .with_context(|| format!("binding --listen-addr {}", args.server.listen_addr))?;
-    let admin = bind_admin(&args.server.admin_addr).await?;
+        .with_context(|| format!("binding --listen-addr {}", server.listen_addr))?;
+    let mut webhook = Listener::new(
+        tcp,
+        "webhook",
+        server.max_connections,
+        true,
+        metrics.clone(),
+    );
+    let mut admin = bind_admin(&server.admin_addr)
+        .await?
+        .map(|tcp| Listener::new(tcp, "admin", MAX_ADMIN_CONNECTIONS, false, metrics.clone()));
     tracing::info!(
-        webhook = %listener.local_addr()?,
+        webhook = %webhook.local_addr()?,
         admin = %admin.as_ref().and_then(|l| l.local_addr().ok()).map_or("off".to_owned(), |a| a.to_string()),
+        max_connections = server.max_connections,
         "listening"
     );
     let mut signals = Signals::new();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(tls::watch(certs, metrics, stop_rx));
-    let graceful = GracefulShutdown::new();
-    let listeners = Listeners {
-        webhook: &listener,
-        admin: admin.as_ref(),
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (drain_tx, drain_rx) = watch::channel(false);
+    tokio::spawn(tls::watch(certs, metrics, stop_rx.clone()));
+    let life = Lifecycle {
+        limits: Limits {
+            request_timeout: server.read_timeout.0,
+            idle_timeout: server.idle_timeout.0,
+        },
+        draining: drain_rx,
+        stop: stop_rx,
+        builder: conn_builder(),
     };
 
-    let first = listeners.serve_until(&app, &graceful, signals.next()).await;
+    let first = serve_until(&app, &life, &mut webhook, admin.as_mut(), signals.next()).await;
     // Unready at once, but keep answering: the API server keeps sending reviews to this
     // endpoint until it learns that the endpoint is gone.
     app.draining.store(true, Ordering::Relaxed);
-    let delay = args.server.drain_delay;
-    tracing::info!(signal = first, drain_delay = %delay, "draining: unready, still answering new reviews for the drain delay");
+    drain_tx.send_replace(true);
+    let delay = server.drain_delay;
+    tracing::info!(signal = first, drain_delay = %delay, "draining: unready, still answering new reviews for the drain delay; each connection closes after its next review");
     let until = async {
         tokio::select! {
             () = tokio::time::sleep(delay.0) => None,
             second = signals.next() => Some(second),
         }
     };
-    if let Some(second) = listeners.serve_until(&app, &graceful, until).await {
-        return aborted(second, &graceful);
+    if let Some(second) = serve_until(&app, &life, &mut webhook, admin.as_mut(), until).await {
+        tracing::warn!(
+            signal = second,
+            connections = webhook.open(),
+            "second signal: exiting at once"
+        );
+        anyhow::bail!("stopped by a second {second} during the drain delay");
     }
     tracing::info!(
-        connections = graceful.count(),
-        "drain delay over: no new connections; finishing in-flight reviews"
+        connections = webhook.open(),
+        "drain delay over: no new connections; closing idle ones, finishing in-flight reviews"
     );
-    let _ = stop_tx.send(true);
-    drop(listener);
-    drop(admin);
+    stop_tx.send_replace(true);
+    let webhook = webhook.close();
+    let admin = admin.map(Listener::close);
+    let closed = async {
+        webhook.closed().await;
+        if let Some(admin) = &admin {
+            admin.closed().await;
+        }
+    };
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(args.server.shutdown_grace.0) => {
-            tracing::warn!("shutdown grace period over; closing remaining connections");
+        () = closed => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(server.shutdown_grace.0) => {
+            tracing::warn!(connections = webhook.open(), "shutdown grace period over; closing remaining connections");
         }
         second = signals.next() => {
-            // `graceful` was consumed by shutdown(); nothing is counted any more.
             tracing::warn!(signal = second, "second signal: exiting without waiting for in-flight reviews");
             anyhow::bail!("stopped by a second {second} before in-flight reviews finished");
         }
@@ -157,41 +218,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn aborted(signal: &str, graceful: &GracefulShutdown) -> anyhow::Result<()> {
-    tracing::warn!(
-        signal,
-        connections = graceful.count(),
-        "second signal: exiting at once"
-    );
-    anyhow::bail!("stopped by a second {signal} during the drain delay")
-}
-
-/// The webhook listener and the optional admin listener.
-struct Listeners<'a> {
-    webhook: &'a TcpListener,
-    admin: Option<&'a TcpListener>,
-}
-
-impl Listeners<'_> {
-    /// Accepts and serves connections until `stop` completes; returns its output.
-    async fn serve_until<T>(
-        &self,
-        app: &Arc<App>,
-        graceful: &GracefulShutdown,
-        stop: impl std::future::Future<Output = T>,
-    ) -> T {
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                out = &mut stop => return out,
-                accepted = self.webhook.accept() => match accepted {
-                    Ok((stream, _)) => spawn_tls(app, stream, graceful),
-                    Err(e) => tracing::warn!(error = %e, "accept failed"),
-                },
-                accepted = accept_opt(self.admin) => match accepted {
-                    Ok((stream, _)) => spawn_plain(app, stream, graceful),
-                    Err(e) => tracing::warn!(error = %e, "admin accept failed"),
-                },
+/// Accepts and serves connections until `stop` completes; returns its output.
+async fn serve_until<T>(
+    app: &Arc<App>,
+    life: &Lifecycle,
+    webhook: &mut Listener,
+    mut admin: Option<&mut Listener>,
+    stop: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(stop);
+    loop {
+        let admin_next = async {
+            match admin.as_deref_mut() {
+                Some(l) => l.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            out = &mut stop => return out,
+            (stream, permit) = webhook.next() => {
+                let activity = Activity::new();
+                if let Some(live) = &webhook.live {
+                    live.add(&activity);
+                }
+                spawn_tls(app, life, stream, permit, activity);
+            }
+            (stream, permit) = admin_next => {
+                spawn_conn(app.clone(), life.clone(), stream, permit, Activity::new(), false);
             }
         }
     }
@@ -251,23 +304,27 @@ async fn bind_admin(addr: &str) -> anyhow::Result<Option<TcpListener>> {
     Ok(Some(listener))
 }
 
-async fn accept_opt(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
-    match l {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
-    }
-}
-
-fn spawn_tls(app: &Arc<App>, stream: TcpStream, graceful: &GracefulShutdown) {
+fn spawn_tls(
+    app: &Arc<App>,
+    life: &Lifecycle,
+    stream: TcpStream,
+    permit: OwnedSemaphorePermit,
+    activity: Arc<Activity>,
+) {
     let Some(config) = app.certs.current() else {
         return; // Not ready: no certificate to offer.
     };
     let _ = stream.set_nodelay(true);
     let acceptor = TlsAcceptor::from(config);
-    let watcher = graceful.watcher();
-    let app = app.clone();
+    let (app, life) = (app.clone(), life.clone());
     tokio::spawn(async move {
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        let _open = OpenGauge::new(app.metrics.clone());
+        // The handshake counts against the first request's deadline.
+        let handshake = tokio::time::timeout_at(
+            activity.state().idle_since + life.limits.request_timeout,
+            acceptor.accept(stream),
+        );
+        let tls = match handshake.await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "TLS handshake failed");
@@ -275,158 +332,96 @@ fn spawn_tls(app: &Arc<App>, stream: TcpStream, graceful: &GracefulShutdown) {
             }
             Err(_) => return,
         };
-        let read_timeout = app.read_timeout;
-        let svc = hyper::service::service_fn(move |req| handle(app.clone(), req, true));
-        let conn = conn_builder(read_timeout)
-            .serve_connection(TokioIo::new(tls), svc)
-            .into_owned();
-        if let Err(e) = watcher.watch(conn).await {
+        serve_conn(app, life, tls, permit, activity, true).await;
+    });
+}
+
+fn spawn_conn(
+    app: Arc<App>,
+    life: Lifecycle,
+    stream: TcpStream,
+    permit: OwnedSemaphorePermit,
+    activity: Arc<Activity>,
+    webhook: bool,
+) {
+    tokio::spawn(serve_conn(app, life, stream, permit, activity, webhook));
+}
+
+/// Serves one connection (TLS already done) until [`conn::drive`] ends it.
+async fn serve_conn<T>(
+    app: Arc<App>,
+    life: Lifecycle,
+    io: T,
+    _permit: OwnedSemaphorePermit,
+    activity: Arc<Activity>,
+    webhook: bool,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(Watched::new(io, activity.clone()));
+    let svc = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |req| {
+            let in_flight = activity.request(req.version() == Version::HTTP_2);
+            let app = app.clone();
+            async move {
+                let response = handle(app, req, webhook).await;
+                drop(in_flight);
+                response
+            }
+        })
+    };
+    let conn = life.builder.serve_connection(io, svc);
+    let (ended, out) = conn::drive(
+        conn,
+        |c| c.graceful_shutdown(),
+        &activity,
+        life.limits,
+        life.draining,
+        life.stop,
+    )
+    .await;
+    match (ended, out) {
+        (Ended::Closed, Some(Err(e))) => {
             tracing::debug!(error = %e, "connection ended with an error");
         }
-    });
+        (Ended::Closed, _) => {}
+        (why, _) => tracing::debug!(?why, "connection cut off"),
+    }
 }
 
-fn spawn_plain(app: &Arc<App>, stream: TcpStream, graceful: &GracefulShutdown) {
-    let watcher = graceful.watcher();
-    let app = app.clone();
-    tokio::spawn(async move {
-        let read_timeout = app.read_timeout;
-        let svc = hyper::service::service_fn(move |req| handle(app.clone(), req, false));
-        let conn = conn_builder(read_timeout)
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let _ = watcher.watch(conn).await;
-    });
+/// Counts an open webhook connection in the `connections` gauge while it lives.
+struct OpenGauge(Arc<Metrics>);
+
+impl OpenGauge {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.connections(1);
+        Self(metrics)
+    }
 }
 
-/// HTTP/1.1 and HTTP/2 on one connection; a client that dribbles its headers is cut off.
-fn conn_builder(read_timeout: Duration) -> auto::Builder<TokioExecutor> {
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.connections(-1);
+    }
+}
+
+/// HTTP/1.1 and HTTP/2 on one connection. No hyper header-read timeout: in hyper it runs
+/// while a kept-alive connection waits for its next request, which would make it an idle
+/// timeout; [`conn::drive`] keeps those deadlines instead.
+fn conn_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(read_timeout);
+        .header_read_timeout(None)
+        .max_buf_size(H1_MAX_BUF);
     builder
-}
-
-type Body = Full<Bytes>;
-
-fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
-    );
-    r
-}
-
-fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
-    reply(status, "text/plain; charset=utf-8", body.into())
-}
-
-/// Routes one request; `webhook` is true on the TLS listener (the only one serving /mutate).
-pub async fn handle(
-    app: Arc<App>,
-    req: Request<Incoming>,
-    webhook: bool,
-) -> Result<Response<Body>, Infallible> {
-    let response = match (req.method(), req.uri().path()) {
-        (&Method::POST, "/mutate") if webhook => mutate(&app, req).await,
-        (_, "/mutate") if !webhook => text(StatusCode::NOT_FOUND, "not found\n"),
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") if app.ready() => text(StatusCode::OK, "ready\n"),
-        (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        (&Method::GET, "/metrics") => reply(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            app.metrics.render(),
-        ),
-        (_, "/mutate" | "/healthz" | "/readyz" | "/metrics") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
-    };
-    Ok(response)
-}
-
-async fn mutate(app: &App, req: Request<Incoming>) -> Response<Body> {
-    let start = Instant::now();
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return too_large(app);
-    }
-    let read = tokio::time::timeout(
-        app.read_timeout,
-        Limited::new(req.into_body(), MAX_BODY).collect(),
-    );
-    let body = match read.await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(app),
-        Err(_) => {
-            app.metrics.bad_request(408);
-            return text(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "the request body did not arrive within {} (--read-timeout)\n",
-                    vaultlet_agent::config::format_duration(app.read_timeout)
-                ),
-            );
-        }
-        Ok(Err(e)) => {
-            app.metrics.bad_request(400);
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the request body: {e}\n"),
-            );
-        }
-    };
-    match review::review(&body, &app.settings) {
-        Ok(reviewed) => {
-            let a = &reviewed.about;
-            match &reviewed.verdict {
-                Verdict::Denied { reason, message } => tracing::info!(
-                    target: REVIEW_LOG,
-                    uid = %a.uid, namespace = %a.namespace, pod = %a.name,
-                    outcome = "denied", reason, message = %message, "review"
-                ),
-                Verdict::Injected(mode) => tracing::info!(
-                    target: REVIEW_LOG,
-                    uid = %a.uid, namespace = %a.namespace, pod = %a.name,
-                    outcome = "injected", mode = mode.as_str(), "review"
-                ),
-                Verdict::Skipped(skip) => tracing::info!(
-                    target: REVIEW_LOG,
-                    uid = %a.uid, namespace = %a.namespace, pod = %a.name,
-                    outcome = "skipped", why = skip.explain(), "review"
-                ),
-                Verdict::Ignored => tracing::debug!(
-                    target: REVIEW_LOG,
-                    uid = %a.uid, namespace = %a.namespace, pod = %a.name,
-                    outcome = "ignored", "review"
-                ),
-            }
-            app.metrics
-                .review(&reviewed.verdict, start.elapsed().as_secs_f64());
-            reply(StatusCode::OK, "application/json", reviewed.body)
-        }
-        Err(e) => {
-            app.metrics.bad_request(e.status());
-            tracing::info!(error = %e, "bad admission request");
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            text(status, format!("{e}\n"))
-        }
-    }
-}
-
-fn too_large(app: &App) -> Response<Body> {
-    app.metrics.bad_request(413);
-    text(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body is larger than {MAX_BODY} bytes\n"),
-    )
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW);
+    builder
 }

@@ -38,9 +38,61 @@ pub struct ServerArgs {
     /// After the drain delay, how long in-flight reviews may take to finish.
     #[arg(long, env = "VAULTLET_SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: HumanDuration,
-    /// A client must send its HTTP/1 headers, and any request body, within this.
+    /// A request in progress must get on within this: a new connection's handshake and first
+    /// request, HTTP/1 headers, a request body, a response the client does not read.
     #[arg(long, env = "VAULTLET_READ_TIMEOUT", default_value = "10s")]
     pub read_timeout: HumanDuration,
+    /// A connection with no request in progress is closed after this; longer than the API
+    /// server keeps its idle connections (90 s), so it never writes a review on a connection
+    /// being closed.
+    #[arg(long, env = "VAULTLET_IDLE_TIMEOUT", default_value = "120s")]
+    pub idle_timeout: HumanDuration,
+    /// Open webhook connections at most; at the cap the one idle the longest is closed
+    /// gracefully for a new one, and while none is idle new ones wait in the listen backlog.
+    #[arg(long, env = "VAULTLET_MAX_CONNECTIONS", default_value_t = 128)]
+    pub max_connections: u32,
+    /// Reviews decoded at the same time at most; more wait up to half of --read-timeout, then get 503.
+    #[arg(long, env = "VAULTLET_MAX_CONCURRENT_REVIEWS", default_value_t = 4)]
+    pub max_concurrent_reviews: u32,
+}
+
+impl ServerArgs {
+    /// Checks the limits; the message names the flag.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        check(
+            "max-connections",
+            (1..=65_536)
+                .contains(&self.max_connections)
+                .then_some(())
+                .ok_or_else(|| format!("{} is not between 1 and 65536", self.max_connections)),
+        )?;
+        check(
+            "max-concurrent-reviews",
+            (1..=1024)
+                .contains(&self.max_concurrent_reviews)
+                .then_some(())
+                .ok_or_else(|| {
+                    format!("{} is not between 1 and 1024", self.max_concurrent_reviews)
+                }),
+        )?;
+        check(
+            "read-timeout",
+            (!self.read_timeout.0.is_zero())
+                .then_some(())
+                .ok_or_else(|| "must be more than 0s".to_owned()),
+        )?;
+        check(
+            "idle-timeout",
+            (self.idle_timeout.0 >= self.read_timeout.0)
+                .then_some(())
+                .ok_or_else(|| {
+                    format!(
+                        "{} is shorter than --read-timeout; the API server keeps idle connections 90s, keep this above that",
+                        self.idle_timeout
+                    )
+                }),
+        )
+    }
 }
 
 /// The serving certificate.
