@@ -33,7 +33,7 @@ use crate::settings::{LogArgs, Settings};
 use crate::tls::{self, CertStore};
 use accept::Listener;
 use conn::{Activity, Ended, Limits, Watched};
-pub use routes::{BODY_BUDGET, handle};
+pub use routes::{BODY_BUDGET, BODY_RESERVE, LARGE_BODY, handle};
 
 /// Log target of the one line per review (`--log-level info,vaultlet_injector::review=warn`
 /// drops those lines and keeps the rest).
@@ -50,8 +50,9 @@ const H2_MAX_STREAMS: u32 = 32;
 const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
 /// HTTP/2: bytes a client may send ahead on one stream / on the connection before the
 /// injector reads them (flow control: what one connection can make it buffer).
-const H2_STREAM_WINDOW: u32 = 128 * 1024;
-const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
+/// At most `--max-connections` × this is buffered before the body budget counts it.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 128 * 1024;
 
 /// Shared state of every connection.
 #[derive(Debug)]

@@ -25,9 +25,9 @@ async fn reviews_over_h2_and_http1() {
         // Every review is logged with its uid, namespace and Pod name.
         server.log_line(
             &[
-                "uid=3b1f9c4e-1111-4222-8333-444455556666",
-                "namespace=shop",
-                "pod=web-*",
+                "uid=\"3b1f9c4e-1111-4222-8333-444455556666\"",
+                "namespace=\"shop\"",
+                "pod=\"web-*\"",
                 "outcome=\"injected\"",
             ],
             Duration::from_secs(5),
@@ -51,9 +51,9 @@ async fn reviews_over_h2_and_http1() {
     );
     let line = server.log_line(
         &[
-            "uid=3b1f9c4e",
-            "namespace=shop",
-            "pod=web-*",
+            "uid=\"3b1f9c4e",
+            "namespace=\"shop\"",
+            "pod=\"web-*\"",
             "outcome=\"denied\"",
         ],
         Duration::from_secs(5),
@@ -89,6 +89,35 @@ async fn reviews_over_h2_and_http1() {
         404,
         "no /mutate without TLS"
     );
+}
+
+/// A review sent straight to the webhook (as any Pod's network can) with a newline and a fake
+/// log line in its namespace, Pod name and an annotation key: each stays inside its quoted
+/// field of the one review line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_text_cannot_forge_a_log_line() {
+    let (ca, _dir, server) = start_signed(&[]);
+    wait_ready(&server).await;
+    let forged =
+        "\n2026-01-01T00:00:00Z  INFO vaultlet_injector::review: review outcome=\"injected\"";
+    let mut object = pod();
+    object["metadata"]["generateName"] = json!(format!("web{forged}"));
+    object["metadata"]["annotations"][format!("vaultlet.io/secret-x{forged}")] = json!("a/b");
+    let mut review: Value = serde_json::from_slice(&review_body(&object)).expect("json");
+    review["request"]["namespace"] = json!(format!("shop{forged}"));
+    let body = serde_json::to_vec(&review).expect("json");
+    let (status, _) = send(&ca, server.webhook, b"h2", "/mutate", body).await;
+    assert_eq!(status, 200);
+    let line = server.log_line(&["outcome=\"denied\""], Duration::from_secs(5));
+    assert!(
+        line.contains(r#"namespace="shop\n2026-01-01T00:00:00Z  INFO"#)
+            && line.contains(r#"pod="web\n2026"#),
+        "{line}"
+    );
+    // Nothing else was logged: no line of the attacker's own.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rest = server.drain_lines();
+    assert_eq!(rest, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

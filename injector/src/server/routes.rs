@@ -1,23 +1,26 @@
 //! Routing and answering one request: /mutate (TLS only), /healthz, /readyz, /metrics, and
 //! the shared limits that shed load with a 503 instead of growing.
 //!
-//! Two limits hold across all connections. Request bodies being read hold their size
-//! (declared, or the largest accepted when not declared) from [`BODY_BUDGET`]; reviews being
-//! decoded hold one of `--max-concurrent-reviews` permits. A request that finds no room within
-//! half of `--read-timeout` is answered 503 with `Retry-After` (held requests meet their own
-//! deadline at the full read timeout, so a waiting one is answered before they let go), and
-//! nothing more is buffered for it.
+//! Two limits hold across all connections. The bytes of request bodies, as they arrive and
+//! until their review is answered, are held from [`BODY_BUDGET`] (a client that trickles its
+//! body holds only what it sent); reviews being decoded hold one of `--max-concurrent-reviews`
+//! permits. A body past [`LARGE_BODY`] may grow only while [`BODY_RESERVE`] of the budget stays
+//! free, so that large bodies, which can hold each other up half-read, never keep an ordinary
+//! review (a few KiB) waiting. A request that finds no room within half of `--read-timeout`
+//! is answered 503 with `Retry-After` (held requests meet their own deadline at the full read
+//! timeout, so a waiting one is answered before they let go), and nothing more is buffered
+//! for it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode, Version};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{App, REVIEW_LOG};
 use crate::review::{self, MAX_BODY, Verdict};
@@ -25,6 +28,14 @@ use crate::review::{self, MAX_BODY, Verdict};
 /// Bytes of request bodies held at once across all connections (a few of the largest Pods
 /// the API server can send; ordinary reviews are a few KiB).
 pub const BODY_BUDGET: usize = 16 * 1024 * 1024;
+/// The part of [`BODY_BUDGET`] that only bodies up to [`LARGE_BODY`] may use.
+pub const BODY_RESERVE: usize = 4 * 1024 * 1024;
+/// Bodies larger than this grow only while [`BODY_RESERVE`] stays free (a Pod of a few
+/// containers is 5-20 KiB of review).
+pub const LARGE_BODY: usize = 256 * 1024;
+/// How often a large body that found no room looks again (it does not queue: queued waiters
+/// are served in order, and a large one would hold up every small one behind it).
+const LARGE_BODY_RETRY: Duration = Duration::from_millis(5);
 
 /// The limits shared by every connection.
 #[derive(Debug)]
@@ -41,6 +52,32 @@ impl Load {
             bodies: Semaphore::new(BODY_BUDGET),
             reviews: Semaphore::new(reviews as usize),
             wait,
+        }
+    }
+}
+
+impl Load {
+    /// Holds `n` more bytes of a body (`large`: one past [`LARGE_BODY`]), waiting at most
+    /// `wait` for room.
+    async fn hold(&self, n: usize, large: bool) -> Result<SemaphorePermit<'_>, ReadError> {
+        let count = u32::try_from(n).map_err(|_| ReadError::TooLarge)?;
+        if !large {
+            return match tokio::time::timeout(self.wait, self.bodies.acquire_many(count)).await {
+                Ok(Ok(permit)) => Ok(permit),
+                _ => Err(ReadError::Busy),
+            };
+        }
+        let deadline = Instant::now() + self.wait;
+        loop {
+            if self.bodies.available_permits() >= n + BODY_RESERVE
+                && let Ok(permit) = self.bodies.try_acquire_many(count)
+            {
+                return Ok(permit);
+            }
+            if Instant::now() >= deadline {
+                return Err(ReadError::Busy);
+            }
+            tokio::time::sleep(LARGE_BODY_RETRY).await;
         }
     }
 }
@@ -110,6 +147,51 @@ fn busy(app: &App, limit: &'static str, what: &str) -> Response<Body> {
     r
 }
 
+/// Why a request body was not read whole.
+enum ReadError {
+    TooLarge,
+    Busy,
+    Body(hyper::Error),
+}
+
+/// Reads a body of at most `limit` bytes, holding its bytes from the shared budget as they
+/// arrive (a client that sends slowly holds only what it has sent); the permit is returned
+/// with the bytes and released when the review is done.
+async fn read_body(
+    load: &Load,
+    mut body: Incoming,
+    limit: usize,
+) -> Result<(Bytes, Option<SemaphorePermit<'_>>), ReadError> {
+    let mut parts = Vec::new();
+    let mut len = 0;
+    let mut held: Option<SemaphorePermit<'_>> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(ReadError::Body)?.into_data() else {
+            continue; // Trailers.
+        };
+        len += data.len();
+        if len > limit {
+            return Err(ReadError::TooLarge);
+        }
+        let permit = load.hold(data.len(), len > LARGE_BODY).await?;
+        match &mut held {
+            Some(h) => h.merge(permit),
+            None => held = Some(permit),
+        }
+        parts.push(data);
+    }
+    let bytes = if parts.len() == 1 {
+        parts.pop().unwrap_or_default()
+    } else {
+        let mut joined = Vec::with_capacity(len);
+        for part in &parts {
+            joined.extend_from_slice(part);
+        }
+        Bytes::from(joined)
+    };
+    Ok((bytes, held))
+}
+
 async fn mutate(app: &App, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
     let declared = req
@@ -117,23 +199,17 @@ async fn mutate(app: &App, req: Request<Incoming>) -> Response<Body> {
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let room = match declared {
-        Some(n) if n > MAX_BODY as u64 => return too_large(app),
-        // Both fit in u32: at most MAX_BODY.
-        Some(n) => n as u32,
-        None => MAX_BODY as u32,
-    };
-    let held = tokio::time::timeout(app.load.wait, app.load.bodies.acquire_many(room)).await;
-    let Ok(Ok(_held)) = held else {
-        return busy(app, "bodies", "request bytes held at once");
-    };
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large(app);
+    }
     let read = tokio::time::timeout(
         app.read_timeout,
-        Limited::new(req.into_body(), room as usize).collect(),
+        read_body(&app.load, req.into_body(), MAX_BODY),
     );
-    let body = match read.await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(app),
+    let (body, _held) = match read.await {
+        Ok(Ok(read)) => read,
+        Ok(Err(ReadError::TooLarge)) => return too_large(app),
+        Ok(Err(ReadError::Busy)) => return busy(app, "bodies", "request bytes held at once"),
         Err(_) => {
             app.metrics.bad_request(408);
             return text(
@@ -144,7 +220,7 @@ async fn mutate(app: &App, req: Request<Incoming>) -> Response<Body> {
                 ),
             );
         }
-        Ok(Err(e)) => {
+        Ok(Err(ReadError::Body(e))) => {
             app.metrics.bad_request(400);
             return text(
                 StatusCode::BAD_REQUEST,
@@ -172,27 +248,30 @@ async fn mutate(app: &App, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// One line per review. What the Pod's author controls (its names, and the denial message that
+/// quotes its annotations) is logged in Debug form, quoted and escaped, so that no newline or
+/// control character in it can forge a line of its own.
 fn log_review(reviewed: &review::Reviewed) {
     let a = &reviewed.about;
     match &reviewed.verdict {
         Verdict::Denied { reason, message } => tracing::info!(
             target: REVIEW_LOG,
-            uid = %a.uid, namespace = %a.namespace, pod = %a.name,
-            outcome = "denied", reason, message = %message, "review"
+            uid = ?a.uid, namespace = ?a.namespace, pod = ?a.name,
+            outcome = "denied", reason, denial = ?message, "review"
         ),
         Verdict::Injected(mode) => tracing::info!(
             target: REVIEW_LOG,
-            uid = %a.uid, namespace = %a.namespace, pod = %a.name,
+            uid = ?a.uid, namespace = ?a.namespace, pod = ?a.name,
             outcome = "injected", mode = mode.as_str(), "review"
         ),
         Verdict::Skipped(skip) => tracing::info!(
             target: REVIEW_LOG,
-            uid = %a.uid, namespace = %a.namespace, pod = %a.name,
+            uid = ?a.uid, namespace = ?a.namespace, pod = ?a.name,
             outcome = "skipped", why = skip.explain(), "review"
         ),
         Verdict::Ignored => tracing::debug!(
             target: REVIEW_LOG,
-            uid = %a.uid, namespace = %a.namespace, pod = %a.name,
+            uid = ?a.uid, namespace = ?a.namespace, pod = ?a.name,
             outcome = "ignored", "review"
         ),
     }

@@ -64,7 +64,21 @@ impl Server {
     }
 
     pub fn start_with(cert: &Path, key: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vaultlet-injector"))
+        Self::start_under(&[], cert, key, extra)
+    }
+
+    /// Starts the injector under `wrapper` (e.g. `prlimit --nofile=64 --`), if any.
+    pub fn start_under(wrapper: &[&str], cert: &Path, key: &Path, extra: &[&str]) -> Self {
+        let bin = env!("CARGO_BIN_EXE_vaultlet-injector");
+        let mut command = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .args([
                 "serve",
                 "--listen-addr",
@@ -140,6 +154,11 @@ impl Server {
                 return line;
             }
         }
+    }
+
+    /// The log lines that arrived since the last call (or since start-up).
+    pub fn drain_lines(&self) -> Vec<String> {
+        self._logs.try_iter().collect()
     }
 
     pub fn signal_term(&self) {
