@@ -18,9 +18,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 mod auth;
 mod checks;
 pub use auth::{
-    AuthConfig, TLS_CA_DIR, TLS_CA_KEY, TLS_CA_VOLUME, TLS_CLIENT_CERT_KEY, TLS_CLIENT_DIR,
-    TLS_CLIENT_KEY_KEY, TLS_CLIENT_VOLUME, TLS_DIR, TlsOrigin, VaultConfig, tls_ca_file,
-    tls_client_cert_file, tls_client_key_file,
+    AuthConfig, MAX_REDIRECT_ADDRESSES, TLS_CA_DIR, TLS_CA_KEY, TLS_CA_VOLUME, TLS_CLIENT_CERT_KEY,
+    TLS_CLIENT_DIR, TLS_CLIENT_KEY_KEY, TLS_CLIENT_VOLUME, TLS_DIR, TlsOrigin, VaultConfig,
+    tls_ca_file, tls_client_cert_file, tls_client_key_file,
 };
 pub use checks::{
     HumanDuration, duration_str, format_duration, parse_duration, validate_mount, validate_name,
