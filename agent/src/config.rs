@@ -17,6 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 mod auth;
 mod checks;
+mod envnames;
 pub use auth::{
     AuthConfig, MAX_REDIRECT_ADDRESSES, TLS_CA_DIR, TLS_CA_KEY, TLS_CA_VOLUME, TLS_CLIENT_CERT_KEY,
     TLS_CLIENT_DIR, TLS_CLIENT_KEY_KEY, TLS_CLIENT_VOLUME, TLS_DIR, TlsOrigin, VaultConfig,
@@ -26,6 +27,7 @@ pub use checks::{
     HumanDuration, duration_str, format_duration, parse_duration, validate_mount, validate_name,
     validate_relative_file, validate_vault_address, validate_vault_path,
 };
+pub use envnames::{CODE_LOADING_ENV_NAMES, CODE_LOADING_ENV_PREFIXES, loads_code, spelled_out};
 
 pub mod supervise;
 

@@ -10,7 +10,7 @@ use handlebars::{
 };
 use serde_json::{Map, Value};
 
-use crate::config::{OutputFormat, SecretSpec};
+use crate::config::{OutputFormat, SecretSpec, loads_code, spelled_out};
 use crate::envfile::{self, EnvError};
 
 /// Errors while rendering; messages name the secret and never contain secret values.
@@ -141,7 +141,21 @@ fn check_env_output(
     text: &str,
 ) -> Result<(), RenderFailure> {
     match envfile::parse(text) {
-        Ok(_) => Ok(()),
+        Ok(pairs) => {
+            // A key the template did not write itself came from data: no code-loading names.
+            let template = spec.template.as_deref().unwrap_or_default();
+            match pairs
+                .iter()
+                .find(|(k, _)| loads_code(k) && !spelled_out(template, k))
+            {
+                Some((key, _)) => Err(EnvError::CodeLoading {
+                    secret: spec.name.clone(),
+                    key: key.clone(),
+                }
+                .into()),
+                None => Ok(()),
+            }
+        }
         Err(EnvError::Parse { line, reason }) => {
             // The key may be shown when it cannot be a value: template text or a data key.
             let key = text
