@@ -12,7 +12,7 @@ use crate::config::NotifySpec;
 use crate::notify;
 use crate::probe;
 use crate::render::uses_other_secrets;
-use crate::write::{Written, write_atomic};
+use crate::write::{Written, write_atomic_in};
 
 impl Agent {
     /// Renders every secret after any data changed; writes only changed bytes; notifies.
@@ -40,7 +40,8 @@ impl Agent {
             if uses_other_secrets(&s.spec) && !complete {
                 continue;
             }
-            let path = self.cfg.paths.secrets_dir.join(&s.spec.file);
+            let secrets_dir = &self.cfg.paths.secrets_dir;
+            let path = secrets_dir.join(&s.spec.file);
             let bytes = match self.renderer.render(&s.spec, own, &all) {
                 Ok(bytes) => bytes,
                 Err(e) => {
@@ -52,7 +53,8 @@ impl Agent {
                     continue;
                 }
             };
-            match write_atomic(&path, &bytes, s.spec.mode, s.spec.group) {
+            let file = std::path::Path::new(&s.spec.file);
+            match write_atomic_in(secrets_dir, file, &bytes, s.spec.mode, s.spec.group) {
                 Ok(written) => {
                     let s = &mut self.secrets[i];
                     if s.write_failed {
