@@ -17,7 +17,7 @@ use crate::envfile::{self, EnvError};
 #[derive(Debug, thiserror::Error)]
 pub enum RenderFailure {
     /// The template does not parse.
-    #[error("secret {secret:?}: template does not parse: {reason}; fix the template annotation")]
+    #[error("secret {secret:?}: template does not parse: {reason:?}; fix the template annotation")]
     Template {
         /// Secret name.
         secret: String,
@@ -26,7 +26,7 @@ pub enum RenderFailure {
     },
     /// The template refers to a key the data lacks, or a helper failed.
     #[error(
-        "secret {secret:?}: cannot render: {reason}; check the template's keys against the secret (see `secrets.<name>.<key>` for other secrets)"
+        "secret {secret:?}: cannot render: {reason:?}; check the template's keys against the secret (see `secrets.<name>.<key>` for other secrets)"
     )]
     Render {
         /// Secret name.
@@ -35,7 +35,7 @@ pub enum RenderFailure {
         reason: String,
     },
     /// The data cannot be written in the requested format.
-    #[error("secret {secret:?}: cannot format as {format}: {reason}")]
+    #[error("secret {secret:?}: cannot format as {format}: {reason:?}")]
     Format {
         /// Secret name.
         secret: String,

@@ -311,3 +311,21 @@ fn redirect_addresses_share_the_scheme_and_default_to_empty() {
     cfg.vault.redirect_addresses = vec!["https://vault-1/v1/x".into()];
     assert!(cfg.validate().is_err());
 }
+
+#[test]
+fn vault_paths_with_escapes_are_refused() {
+    let msg = "must not contain '%' or '\\': Vault would decode them into other paths; write the path plainly, as in secret/data/app";
+    for p in [
+        "secret/data/a%2F..%2Fb",
+        "secret/data/a%20b",
+        "secret\\data\\app",
+    ] {
+        assert_eq!(validate_vault_path(p), Err(msg.to_owned()), "{p}");
+    }
+    let mut cfg = mk_config();
+    cfg.secrets[0].path = "secret/data/%2e%2e/admin".into();
+    assert_eq!(
+        cfg.validate().map_err(|e| e.to_string()),
+        Err(format!("secrets[{}].path: {msg}", cfg.secrets[0].name))
+    );
+}

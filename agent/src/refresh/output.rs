@@ -46,7 +46,7 @@ impl Agent {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     // The same data renders the same way: wait for new data.
-                    error!(secret = %s.spec.name, error = %e, "render failed; keeping the last good file");
+                    error!(secret = ?s.spec.name, error = %e, "render failed; keeping the last good file");
                     self.secrets[i].dirty = false;
                     self.secrets[i].last_error = Some(e.to_string());
                     self.metrics.failure(&self.secrets[i].spec.name);
@@ -58,7 +58,7 @@ impl Agent {
                 Ok(written) => {
                     let s = &mut self.secrets[i];
                     if s.write_failed {
-                        info!(secret = %s.spec.name, "file written again after failures");
+                        info!(secret = ?s.spec.name, "file written again after failures");
                         s.write_failed = false;
                         s.failures = 0;
                         s.retry_at = None;
@@ -67,7 +67,7 @@ impl Agent {
                     s.rendered = true;
                     s.dirty = false;
                     if written != Written::Unchanged {
-                        info!(secret = %s.spec.name, file = %path.display(), ?written, "file written");
+                        info!(secret = ?s.spec.name, file = ?path, ?written, "file written");
                         self.metrics.success(&s.spec.name, true);
                     }
                     if written == Written::Replaced {
