@@ -335,6 +335,25 @@ pub struct Paths {
     /// supervisor (`vaultlet.io/env-<name>`); off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bin_dir: Option<PathBuf>,
+    /// Largest file a secret may render to, in bytes (the secrets volume's `sizeLimit`; by
+    /// default the injector's default of 16Mi). A larger render is an error for that secret
+    /// and the last good file stays.
+    #[serde(
+        default = "default_max_file_size",
+        skip_serializing_if = "is_default_max_file_size"
+    )]
+    pub max_file_size: u64,
+}
+
+/// Default of [`Paths::max_file_size`]: 16 MiB, the injector's default secrets volume size.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 16 << 20;
+
+fn default_max_file_size() -> u64 {
+    DEFAULT_MAX_FILE_SIZE
+}
+
+fn is_default_max_file_size(n: &u64) -> bool {
+    *n == DEFAULT_MAX_FILE_SIZE
 }
 
 fn default_secrets_dir() -> PathBuf {
@@ -352,6 +371,7 @@ impl Default for Paths {
             state_dir: default_state_dir(),
             token_sink: None,
             bin_dir: None,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
         }
     }
 }
@@ -458,6 +478,12 @@ impl AgentConfig {
             return Err(ConfigError::invalid(
                 "refreshInterval",
                 "must be between 100ms and 24h",
+            ));
+        }
+        if self.paths.max_file_size == 0 {
+            return Err(ConfigError::invalid(
+                "paths.maxFileSize",
+                "must be at least 1 byte (the secrets volume's size)",
             ));
         }
         if self.init_deadline > MAX_WAIT {

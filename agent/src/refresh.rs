@@ -74,7 +74,7 @@ impl Agent {
     /// Sets up the client and compiles the templates; no network call yet.
     pub fn new(cfg: AgentConfig, metrics: Arc<Metrics>) -> Result<Self, AgentError> {
         let client = VaultClient::new(&cfg.vault)?;
-        let renderer = Renderer::new(&cfg.secrets)?;
+        let renderer = Renderer::new(&cfg.secrets)?.with_max_output(cfg.paths.max_file_size);
         let tokens = TokenManager::new(
             Authenticator::new(client.clone(), cfg.auth.clone()),
             cfg.auth.method(),
