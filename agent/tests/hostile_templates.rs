@@ -67,6 +67,22 @@ fn deep_nesting_is_refused() {
     assert!(Renderer::new(&[mk_spec("a", &parens)]).is_err());
     let ok = format!("{}x{}", "{{#if a}}".repeat(16), "{{/if}}".repeat(16));
     assert!(Renderer::new(&[mk_spec("a", &ok)]).is_ok());
+    // Each nested {{#each}} multiplies the work by the data's size: at most three.
+    let each = |n: usize| {
+        format!(
+            "{}x{}",
+            "{{#each secrets}}".repeat(n),
+            "{{/each}}".repeat(n)
+        )
+    };
+    assert!(Renderer::new(&[mk_spec("a", &each(3))]).is_ok());
+    let err = Renderer::new(&[mk_spec("a", &each(4))])
+        .map(|_| ())
+        .expect_err("four eaches");
+    assert_eq!(
+        err.to_string(),
+        "secret \"a\": template does not parse: {{#each}} nests deeper than 3; iterate over less; fix the template annotation"
+    );
 }
 
 #[test]
