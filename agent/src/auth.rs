@@ -14,7 +14,7 @@ use crate::renew::ttl_secs;
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// A credential file could not be read.
-    #[error("cannot read {what} {path}: {source}; check the volume is mounted and readable")]
+    #[error("cannot read {what} {path:?}: {source}; check the volume is mounted and readable")]
     ReadFile {
         /// Which credential.
         what: &'static str,
@@ -24,7 +24,7 @@ pub enum AuthError {
         source: std::io::Error,
     },
     /// A credential file is empty.
-    #[error("{what} {path} is empty; it must hold the credential")]
+    #[error("{what} {path:?} is empty; it must hold the credential")]
     EmptyFile {
         /// Which credential.
         what: &'static str,

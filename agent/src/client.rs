@@ -11,7 +11,9 @@ use serde_json::{Map, Value};
 
 use crate::config::VaultConfig;
 
+mod redirect;
 mod tls;
+pub use redirect::{MAX_REDIRECTS, MAX_RESPONSE_BYTES, Origins};
 use tls::{TlsFiles, tls_config, tls_stamp};
 
 /// How long one Vault call may take before it counts as failed.
@@ -69,7 +71,7 @@ pub enum ClientError {
     Build(String),
     /// No answer from Vault (connection refused, timeout, TLS failure).
     #[error(
-        "Vault is unreachable ({op} {path}): {reason}; check vault.address, TLS settings and the network"
+        "Vault is unreachable ({op} {path:?}): {reason}; check vault.address, TLS settings and the network"
     )]
     Unreachable {
         /// HTTP method.
@@ -79,8 +81,18 @@ pub enum ClientError {
         /// Cause, without URL or credentials.
         reason: String,
     },
+    /// Vault redirected the request somewhere the token and credentials must not go.
+    #[error("{reason} ({op} {path:?})")]
+    Redirect {
+        /// HTTP method.
+        op: Method,
+        /// Vault path.
+        path: String,
+        /// Which host was refused and what to do.
+        reason: String,
+    },
     /// The TLS handshake with Vault failed for a reason a setting explains.
-    #[error("TLS with Vault failed ({op} {path}): {reason}; {hint}")]
+    #[error("TLS with Vault failed ({op} {path:?}): {reason}; {hint}")]
     Handshake {
         /// HTTP method.
         op: Method,
@@ -93,7 +105,7 @@ pub enum ClientError {
     },
     /// Vault answered 403: the token is invalid, expired or lacks a policy.
     #[error(
-        "Vault denied {op} {path} (403 {reason}); the token expired or was revoked, or its policies do not allow this path"
+        "Vault denied {op} {path:?} (403 {reason:?}); the token expired or was revoked, or its policies do not allow this path"
     )]
     Forbidden {
         /// HTTP method.
@@ -104,7 +116,7 @@ pub enum ClientError {
         reason: String,
     },
     /// Vault answered with another error status.
-    #[error("Vault answered {status} to {op} {path}: {reason}")]
+    #[error("Vault answered {status} to {op} {path:?}: {reason:?}")]
     Status {
         /// HTTP method.
         op: Method,
@@ -115,8 +127,19 @@ pub enum ClientError {
         /// Vault's error messages.
         reason: String,
     },
+    /// Vault's answer was larger than [`MAX_RESPONSE_BYTES`].
+    #[error(
+        "Vault's answer is larger than {} MiB ({op} {path:?}); the path reads far more than a secret, check the path and the server at vault.address",
+        MAX_RESPONSE_BYTES >> 20
+    )]
+    TooLarge {
+        /// HTTP method.
+        op: Method,
+        /// Vault path.
+        path: String,
+    },
     /// Vault's answer was not the JSON expected.
-    #[error("unexpected answer to {op} {path}: {reason}")]
+    #[error("unexpected answer to {op} {path:?}: {reason:?}")]
     Decode {
         /// HTTP method.
         op: Method,
@@ -274,6 +297,13 @@ impl VaultClient {
         }
         let unreachable = |e: reqwest::Error| {
             let reason = error_chain(&e);
+            if e.is_redirect() {
+                return ClientError::Redirect {
+                    op: op.clone(),
+                    path: path.to_owned(),
+                    reason,
+                };
+            }
             match self.tls.hint(&reason) {
                 Some(hint) => ClientError::Handshake {
                     op: op.clone(),
@@ -288,9 +318,26 @@ impl VaultClient {
                 },
             }
         };
-        let resp = req.send().await.map_err(unreachable)?;
+        let mut resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(unreachable)?;
+        let too_large = || ClientError::TooLarge {
+            op: op.clone(),
+            path: path.to_owned(),
+        };
+        // Read at most MAX_RESPONSE_BYTES: a huge or endless answer must not take the memory.
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         if status.is_success() {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(None);
@@ -344,6 +391,9 @@ fn build_http(cfg: &VaultConfig) -> Result<reqwest::Client, ClientError> {
         .connect_timeout(CONNECT_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(90))
         .http1_only()
+        // The token and the login body go only to Vault: redirects stay within its origin or
+        // go to a node the operator listed.
+        .redirect(Origins::from_config(cfg)?.policy())
         // Never route Vault traffic through a proxy taken from the environment.
         .no_proxy();
     if let Some(tls) = tls_config(cfg)? {
@@ -360,7 +410,8 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         let msg = err.to_string();
-        // reqwest's top-level message repeats the URL; its causes say what happened.
+        // reqwest's top-level message repeats the URL (with any query); its causes say what
+        // happened.
         if !msg.contains("://") && !out.contains(&msg) {
             if !out.is_empty() {
                 out.push_str(": ");
@@ -417,6 +468,7 @@ mod tests {
             client_cert: None,
             client_key: None,
             tls_origin: TlsOrigin::default(),
+            redirect_addresses: Vec::new(),
         })
         .expect("client");
         assert_eq!(c.base, "http://127.0.0.1:8200/v1/");

@@ -17,15 +17,17 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 mod auth;
 mod checks;
+mod envnames;
 pub use auth::{
-    AuthConfig, TLS_CA_DIR, TLS_CA_KEY, TLS_CA_VOLUME, TLS_CLIENT_CERT_KEY, TLS_CLIENT_DIR,
-    TLS_CLIENT_KEY_KEY, TLS_CLIENT_VOLUME, TLS_DIR, TlsOrigin, VaultConfig, tls_ca_file,
-    tls_client_cert_file, tls_client_key_file,
+    AuthConfig, MAX_REDIRECT_ADDRESSES, TLS_CA_DIR, TLS_CA_KEY, TLS_CA_VOLUME, TLS_CLIENT_CERT_KEY,
+    TLS_CLIENT_DIR, TLS_CLIENT_KEY_KEY, TLS_CLIENT_VOLUME, TLS_DIR, TlsOrigin, VaultConfig,
+    tls_ca_file, tls_client_cert_file, tls_client_key_file,
 };
 pub use checks::{
     HumanDuration, duration_str, format_duration, parse_duration, validate_mount, validate_name,
     validate_relative_file, validate_vault_address, validate_vault_path,
 };
+pub use envnames::{CODE_LOADING_ENV_NAMES, CODE_LOADING_ENV_PREFIXES, loads_code, spelled_out};
 
 pub mod supervise;
 
@@ -333,6 +335,25 @@ pub struct Paths {
     /// supervisor (`vaultlet.io/env-<name>`); off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bin_dir: Option<PathBuf>,
+    /// Largest file a secret may render to, in bytes (the secrets volume's `sizeLimit`; by
+    /// default the injector's default of 16Mi). A larger render is an error for that secret
+    /// and the last good file stays.
+    #[serde(
+        default = "default_max_file_size",
+        skip_serializing_if = "is_default_max_file_size"
+    )]
+    pub max_file_size: u64,
+}
+
+/// Default of [`Paths::max_file_size`]: 16 MiB, the injector's default secrets volume size.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 16 << 20;
+
+fn default_max_file_size() -> u64 {
+    DEFAULT_MAX_FILE_SIZE
+}
+
+fn is_default_max_file_size(n: &u64) -> bool {
+    *n == DEFAULT_MAX_FILE_SIZE
 }
 
 fn default_secrets_dir() -> PathBuf {
@@ -350,6 +371,7 @@ impl Default for Paths {
             state_dir: default_state_dir(),
             token_sink: None,
             bin_dir: None,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
         }
     }
 }
@@ -456,6 +478,12 @@ impl AgentConfig {
             return Err(ConfigError::invalid(
                 "refreshInterval",
                 "must be between 100ms and 24h",
+            ));
+        }
+        if self.paths.max_file_size == 0 {
+            return Err(ConfigError::invalid(
+                "paths.maxFileSize",
+                "must be at least 1 byte (the secrets volume's size)",
             ));
         }
         if self.init_deadline > MAX_WAIT {

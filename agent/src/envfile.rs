@@ -27,6 +27,17 @@ pub enum EnvError {
         /// The offending key.
         key: String,
     },
+    /// A key of Vault data that would set a variable changing how the app loads code
+    /// ([`crate::config::loads_code`]); only a template may spell such a name out.
+    #[error(
+        "secret {secret:?}: key {key:?} of the secret's data would change how the app loads code (LD_*, PATH, NODE_OPTIONS, ...) and is never taken from Vault data; rename the key in Vault, or spell the variable out in the template (vaultlet.io/template-{secret}) if the Pod's author means it"
+    )]
+    CodeLoading {
+        /// Secret name.
+        secret: String,
+        /// The refused key.
+        key: String,
+    },
     /// A value holding a NUL byte, which no environment variable can carry.
     #[error(
         "secret {secret:?}: the value of key {key:?} contains a NUL byte, which an environment variable cannot hold; use the json format or a template"
@@ -69,6 +80,12 @@ pub fn write<'a>(
     for (key, value) in pairs {
         if !valid_key(key) {
             return Err(EnvError::Key {
+                secret: secret.into(),
+                key: key.into(),
+            });
+        }
+        if crate::config::loads_code(key) {
+            return Err(EnvError::CodeLoading {
                 secret: secret.into(),
                 key: key.into(),
             });

@@ -21,7 +21,7 @@ pub enum FetchError {
     },
     /// Nothing at the path (or the KV v2 version was deleted).
     #[error(
-        "secret {secret:?}: nothing at {path} (deleted, or a wrong path); check the secret exists in Vault"
+        "secret {secret:?}: nothing at {path:?} (deleted, or a wrong path); check the secret exists in Vault"
     )]
     NotFound {
         /// Secret name.
@@ -30,7 +30,7 @@ pub enum FetchError {
         path: String,
     },
     /// The answer had no data to render.
-    #[error("secret {secret:?}: Vault's answer for {path} has no data")]
+    #[error("secret {secret:?}: Vault's answer for {path:?} has no data")]
     NoData {
         /// Secret name.
         secret: String,
@@ -47,7 +47,7 @@ pub enum FetchError {
     },
     /// The latest KV v2 version is deleted or destroyed.
     #[error(
-        "secret {secret:?}: version {version} at {path} is deleted; keeping the last good file"
+        "secret {secret:?}: version {version} at {path:?} is deleted; keeping the last good file"
     )]
     Deleted {
         /// Secret name.

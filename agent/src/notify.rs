@@ -127,11 +127,11 @@ pub fn find_processes(proc_root: &Path, name: &str) -> Vec<i32> {
 /// A short, secret-free description of a target for logs.
 pub fn describe(t: &NotifySpec) -> String {
     match t {
-        NotifySpec::Signal { signal, process } => format!("signal {signal} to {process}"),
-        NotifySpec::Http { url, method } => format!("{method} {url}"),
+        NotifySpec::Signal { signal, process } => format!("signal {signal} to {process:?}"),
+        NotifySpec::Http { url, method } => format!("{method} {url:?}"),
         NotifySpec::Exec { command } => {
             format!(
-                "exec {}",
+                "exec {:?}",
                 command.first().map(String::as_str).unwrap_or_default()
             )
         }

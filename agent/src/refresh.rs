@@ -74,7 +74,7 @@ impl Agent {
     /// Sets up the client and compiles the templates; no network call yet.
     pub fn new(cfg: AgentConfig, metrics: Arc<Metrics>) -> Result<Self, AgentError> {
         let client = VaultClient::new(&cfg.vault)?;
-        let renderer = Renderer::new(&cfg.secrets)?;
+        let renderer = Renderer::new(&cfg.secrets)?.with_max_output(cfg.paths.max_file_size);
         let tokens = TokenManager::new(
             Authenticator::new(client.clone(), cfg.auth.clone()),
             cfg.auth.method(),
@@ -354,7 +354,7 @@ impl Agent {
                 let s = &mut self.secrets[i];
                 if !s.metadata_denied {
                     s.metadata_denied = true;
-                    info!(secret = %s.spec.name, "policy does not allow reading KV metadata; re-reading the data on each refresh instead");
+                    info!(secret = ?s.spec.name, "policy does not allow reading KV metadata; re-reading the data on each refresh instead");
                 }
             }
             Done::Renewed(granted) => {
@@ -377,7 +377,7 @@ impl Agent {
         s.due = schedule(&f, Instant::now(), SystemTime::now());
         s.lease_requested = f.lease.as_ref().map(|l| l.ttl).unwrap_or_default();
         let changed = s.fetched.as_ref().is_none_or(|old| old.data != f.data);
-        debug!(secret = %s.spec.name, ?f, changed, "fetched");
+        debug!(secret = ?s.spec.name, ?f, changed, "fetched");
         if changed {
             s.dirty = true;
         }
@@ -389,7 +389,7 @@ impl Agent {
         // A failed write keeps its backoff until a write works.
         if !s.write_failed {
             if s.failures > 0 {
-                info!(secret = %s.spec.name, "secret refreshed again after failures");
+                info!(secret = ?s.spec.name, "secret refreshed again after failures");
             }
             s.failures = 0;
             s.retry_at = None;
@@ -402,7 +402,7 @@ impl Agent {
         let max = retry_max(&self.cfg);
         let s = &mut self.secrets[i];
         let delay = backoff(s.failures, RETRY_BASE, max, jitter());
-        warn!(secret = %s.spec.name, error = %msg, attempt = s.failures + 1, retry_in_ms = delay.as_millis() as u64, "refresh failed; keeping the last good file");
+        warn!(secret = ?s.spec.name, error = %msg, attempt = s.failures + 1, retry_in_ms = delay.as_millis() as u64, "refresh failed; keeping the last good file");
         s.retry_at = Some(after(Instant::now(), delay));
         s.failures = s.failures.saturating_add(1);
         s.last_error = Some(msg);

@@ -10,23 +10,45 @@ use handlebars::{
 };
 use serde_json::{Map, Value};
 
-use crate::config::{OutputFormat, SecretSpec};
+use crate::config::{OutputFormat, SecretSpec, loads_code, spelled_out};
 use crate::envfile::{self, EnvError};
+
+mod limits;
+use limits::{Bounded, check_compiled, check_nesting};
+pub use limits::{DEFAULT_MAX_FILE_SIZE, MAX_EACH_NESTING, MAX_NESTING};
 
 /// Errors while rendering; messages name the secret and never contain secret values.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderFailure {
     /// The template does not parse.
-    #[error("secret {secret:?}: template does not parse: {reason}; fix the template annotation")]
+    #[error("secret {secret:?}: template does not parse: {reason:?}; fix the template annotation")]
     Template {
         /// Secret name.
         secret: String,
         /// Parser message.
         reason: String,
     },
+    /// The template uses what the agent refuses (partials, decorators, deep nesting).
+    #[error("secret {secret:?}: template does not parse: {reason}; fix the template annotation")]
+    Refused {
+        /// Secret name.
+        secret: String,
+        /// What is refused and what to do (the agent's own words, no template text).
+        reason: String,
+    },
+    /// The rendered file would not fit the bound (the secrets volume's size).
+    #[error(
+        "secret {secret:?}: the rendered file would be larger than {max} bytes (paths.maxFileSize, the secrets volume's size); render less, or raise the secrets volume size"
+    )]
+    TooLarge {
+        /// Secret name.
+        secret: String,
+        /// The bound in bytes.
+        max: u64,
+    },
     /// The template refers to a key the data lacks, or a helper failed.
     #[error(
-        "secret {secret:?}: cannot render: {reason}; check the template's keys against the secret (see `secrets.<name>.<key>` for other secrets)"
+        "secret {secret:?}: cannot render: {reason:?}; check the template's keys against the secret (see `secrets.<name>.<key>` for other secrets)"
     )]
     Render {
         /// Secret name.
@@ -35,7 +57,7 @@ pub enum RenderFailure {
         reason: String,
     },
     /// The data cannot be written in the requested format.
-    #[error("secret {secret:?}: cannot format as {format}: {reason}")]
+    #[error("secret {secret:?}: cannot format as {format}: {reason:?}")]
     Format {
         /// Secret name.
         secret: String,
@@ -69,6 +91,7 @@ pub enum RenderFailure {
 /// Holds the compiled templates of every secret.
 pub struct Renderer {
     hb: Handlebars<'static>,
+    max_output: u64,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -90,15 +113,33 @@ impl Renderer {
         hb.register_helper("default", Box::new(default_helper));
         for spec in specs {
             if let Some(t) = &spec.template {
+                let refused = |reason| RenderFailure::Refused {
+                    secret: spec.name.clone(),
+                    reason,
+                };
+                // Before the parser, which recurses once per level.
+                check_nesting(t).map_err(refused)?;
                 hb.register_template_string(&spec.name, t).map_err(|e| {
                     RenderFailure::Template {
                         secret: spec.name.clone(),
                         reason: e.to_string(),
                     }
                 })?;
+                if let Some(compiled) = hb.get_template(&spec.name) {
+                    check_compiled(compiled).map_err(refused)?;
+                }
             }
         }
-        Ok(Self { hb })
+        Ok(Self {
+            hb,
+            max_output: DEFAULT_MAX_FILE_SIZE,
+        })
+    }
+
+    /// Sets the largest file a render may produce (`paths.maxFileSize`).
+    pub fn with_max_output(mut self, max: u64) -> Self {
+        self.max_output = max;
+        self
     }
 
     /// Renders one secret: its own fields at the top level, every secret under `secrets`.
@@ -108,8 +149,16 @@ impl Renderer {
         own: &Map<String, Value>,
         all: &BTreeMap<String, Map<String, Value>>,
     ) -> Result<Vec<u8>, RenderFailure> {
+        let too_large = || RenderFailure::TooLarge {
+            secret: spec.name.clone(),
+            max: self.max_output,
+        };
         if spec.template.is_none() {
-            return default_format(&spec.name, spec.format, own);
+            let bytes = default_format(&spec.name, spec.format, own)?;
+            if bytes.len() as u64 > self.max_output {
+                return Err(too_large());
+            }
+            return Ok(bytes);
         }
         let mut ctx = own.clone();
         ctx.insert(
@@ -120,13 +169,21 @@ impl Renderer {
                     .collect(),
             ),
         );
-        let text = self
-            .hb
-            .render(&spec.name, &ctx)
-            .map_err(|e| RenderFailure::Render {
+        // Output beyond the bound stops the render there: memory stays bounded.
+        let mut out = Bounded::new(usize::try_from(self.max_output).unwrap_or(usize::MAX));
+        if let Err(e) = self.hb.render_to_write(&spec.name, &ctx, &mut out) {
+            if out.exceeded {
+                return Err(too_large());
+            }
+            return Err(RenderFailure::Render {
                 secret: spec.name.clone(),
                 reason: e.to_string(),
-            })?;
+            });
+        }
+        let text = String::from_utf8(out.buf).map_err(|_| RenderFailure::Render {
+            secret: spec.name.clone(),
+            reason: "the output is not UTF-8".into(),
+        })?;
         if spec.env {
             check_env_output(spec, own, &text)?;
         }
@@ -141,7 +198,21 @@ fn check_env_output(
     text: &str,
 ) -> Result<(), RenderFailure> {
     match envfile::parse(text) {
-        Ok(_) => Ok(()),
+        Ok(pairs) => {
+            // A key the template did not write itself came from data: no code-loading names.
+            let template = spec.template.as_deref().unwrap_or_default();
+            match pairs
+                .iter()
+                .find(|(k, _)| loads_code(k) && !spelled_out(template, k))
+            {
+                Some((key, _)) => Err(EnvError::CodeLoading {
+                    secret: spec.name.clone(),
+                    key: key.clone(),
+                }
+                .into()),
+                None => Ok(()),
+            }
+        }
         Err(EnvError::Parse { line, reason }) => {
             // The key may be shown when it cannot be a value: template text or a data key.
             let key = text

@@ -79,15 +79,15 @@ async fn run(client: &VaultClient, token: &Secret, job: &Job) -> Result<Done, Fe
                 Ok(granted) if !granted.renewable || capped(job.requested, granted.ttl) => {
                     // The old secret stays valid for the rest of its TTL: the app gets the
                     // new one now, with that whole time to switch.
-                    info!(secret = %name, "lease is near its max TTL; fetching a new secret");
+                    info!(secret = ?name, "lease is near its max TTL; fetching a new secret");
                     fetch().await.map(Done::Fetched)
                 }
                 Ok(granted) => {
-                    debug!(secret = %name, ttl_secs = granted.ttl.as_secs(), "lease renewed");
+                    debug!(secret = ?name, ttl_secs = granted.ttl.as_secs(), "lease renewed");
                     Ok(Done::Renewed(granted))
                 }
                 Err(e) if lease_gone(&e) => {
-                    info!(secret = %name, error = %e, "lease cannot be renewed; fetching a new secret");
+                    info!(secret = ?name, error = %e, "lease cannot be renewed; fetching a new secret");
                     fetch().await.map(Done::Fetched)
                 }
                 Err(e) => Err(e),
@@ -107,7 +107,7 @@ async fn run(client: &VaultClient, token: &Secret, job: &Job) -> Result<Done, Fe
                     Ok(Done::Unchanged)
                 }
                 Ok(m) => {
-                    debug!(secret = %name, version = m.current.number, "new KV version");
+                    debug!(secret = ?name, version = m.current.number, "new KV version");
                     fetch().await.map(Done::Fetched)
                 }
                 Err(e) if e.is_forbidden() => fetch().await.map(Done::FetchedWithoutMetadata),

@@ -167,7 +167,7 @@ fn pki_certificate_is_reissued_before_expiry() {
     assert!(now < expiry1, "re-issued only after the first cert expired");
     let log = agent.log();
     // Issuing is a write: it happens on the cert's schedule, not on every refresh interval.
-    assert!(log.matches("fetched secret=cert").count() <= 3, "{log}");
+    assert!(log.matches("fetched secret=\"cert\"").count() <= 3, "{log}");
     let key = first
         .lines()
         .skip_while(|l| !l.contains("PRIVATE KEY"))

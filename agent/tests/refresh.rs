@@ -59,7 +59,7 @@ fn kv_update_rewrites_and_notifies_once_and_unchanged_data_notifies_nobody() {
     bao.write_kv("secret/app", &[("user", "u"), ("password", &pw1)]);
     wait_log(
         &mut agent,
-        "new KV version secret=app version=2",
+        "new KV version secret=\"app\" version=2",
         Duration::from_secs(5),
     );
 
@@ -163,7 +163,7 @@ fn template_errors_and_deleted_secrets_keep_the_last_good_file() {
     bao.delete_kv("secret/app");
     wait_log(
         &mut agent,
-        "nothing at secret/metadata/app",
+        "nothing at \"secret/metadata/app\"",
         Duration::from_secs(5),
     );
     assert_eq!(read(&h.file("app")), format!("u:{pw2}"));
@@ -375,7 +375,7 @@ fn a_failed_file_write_is_retried_with_backoff_until_it_works() {
     );
     wait_log(
         &mut agent,
-        "file written again after failures secret=app",
+        "file written again after failures secret=\"app\"",
         Duration::from_secs(5),
     );
     assert_no_leak(&agent.log(), &[&pw1, &pw2, &token]);

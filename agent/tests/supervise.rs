@@ -275,8 +275,7 @@ fn missing_files_time_out_with_a_message() {
     let log = app.log();
     assert!(
         log.starts_with(&format!(
-            "vaultlet-supervise: the env files are not ready after 300ms: cannot read env file {}: ",
-            file.display()
+            "vaultlet-supervise: the env files are not ready after 300ms: cannot read env file {file:?}: "
         )),
         "{log}"
     );

@@ -13,6 +13,7 @@
 //! | [`Postgres`] | PostgreSQL from `VAULTLET_PG_BIN` (as user `postgres` when root) for the database engine |
 //! | [`HttpRecorder`] | records HTTP calls (the agent's `http://` notify target) |
 //! | [`Forward`] | a TCP forwarder from the Pod bridge's host address to a loopback server |
+//! | [`HostileServer`] | redirects, endless answers; records what reached it |
 //! | [`HttpServer`] | a tiny HTTP/1 server with a handler function, for other stand-ins |
 //! | [`cluster::Cluster`] | the local Kubernetes of `scripts/cluster.sh` (started by scripts/test.sh), through its `kubectl` |
 //! | [`Process`] | any child (e.g. the agent binary) in its own process group, logging to a file |
@@ -56,6 +57,7 @@
 mod bins;
 pub mod cluster;
 mod forward;
+mod hostile;
 pub mod http;
 mod openbao;
 mod pki;
@@ -66,6 +68,7 @@ mod util;
 
 pub use bins::{bao_bin, pg_bin_dir, workspace_root};
 pub use forward::Forward;
+pub use hostile::{Answer, HostileServer, RawHandler};
 pub use nix::sys::signal::Signal;
 pub use openbao::{ApiResponse, OpenBao};
 pub use pki::{CertFiles, TestPki};

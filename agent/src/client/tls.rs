@@ -310,6 +310,7 @@ mod tests {
             client_cert: Some(cert),
             client_key: Some(key),
             tls_origin: TlsOrigin::default(),
+            redirect_addresses: Vec::new(),
         }
     }
 
@@ -337,6 +338,7 @@ mod tests {
             client_cert: None,
             client_key: None,
             tls_origin: TlsOrigin::default(),
+            redirect_addresses: Vec::new(),
         })
         .unwrap_err();
         assert!(err.to_string().starts_with("vault.caCert"), "{err}");

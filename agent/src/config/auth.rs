@@ -45,6 +45,12 @@ pub fn tls_client_key_file() -> PathBuf {
 pub struct VaultConfig {
     /// Base URL, e.g. `https://vault.vault.svc:8200`.
     pub address: String,
+    /// Other Vault nodes (`https://vault-1.vault-internal:8200`, same scheme as `address`) a
+    /// redirect from Vault may lead to, e.g. a standby's redirect to the active node. Any
+    /// other redirect (another host, port or scheme) is an error: the token and the login
+    /// credentials go only to `address` and these. Empty by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redirect_addresses: Vec<String>,
     /// Vault Enterprise / OpenBao namespace, sent as `X-Vault-Namespace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -180,9 +186,38 @@ impl AuthConfig {
     }
 }
 
+/// Most nodes `vault.redirectAddresses` may list.
+pub const MAX_REDIRECT_ADDRESSES: usize = 16;
+
+/// Checks `vault.redirectAddresses`: Vault addresses with the scheme of `vault.address`.
+fn validate_redirect_addresses(vault: &VaultConfig) -> Result<(), ConfigError> {
+    let field = "vault.redirectAddresses";
+    if vault.redirect_addresses.len() > MAX_REDIRECT_ADDRESSES {
+        return Err(ConfigError::invalid(
+            field,
+            format!("lists more than {MAX_REDIRECT_ADDRESSES} nodes"),
+        ));
+    }
+    let scheme = |a: &str| a.split_once("://").map(|(s, _)| s.to_owned());
+    for a in &vault.redirect_addresses {
+        validate_vault_address(a).map_err(|r| ConfigError::invalid(field, format!("{a:?} {r}")))?;
+        if scheme(a) != scheme(&vault.address) {
+            return Err(ConfigError::invalid(
+                field,
+                format!(
+                    "{a:?} must use the scheme of vault.address ({}); a redirect never downgrades https to http",
+                    scheme(&vault.address).unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks the Vault section and the login method together (cert auth needs mutual TLS).
 pub(super) fn validate(vault: &VaultConfig, auth: &AuthConfig) -> Result<(), ConfigError> {
     validate_vault_address(&vault.address).map_err(|r| ConfigError::invalid("vault.address", r))?;
+    validate_redirect_addresses(vault)?;
     if vault.client_cert.is_some() != vault.client_key.is_some() {
         return Err(ConfigError::invalid(
             "vault.clientCert",

@@ -63,6 +63,14 @@ pub fn validate_vault_path(path: &str) -> Result<(), String> {
     {
         return Err("must not contain empty, '.' or '..' segments".into());
     }
+    if path.contains(['%', '\\']) {
+        // Vault decodes percent-escapes (and some proxies backslashes) after this check, so
+        // `a%2F..%2Fb` would be another path than the one admission saw.
+        return Err(
+            "must not contain '%' or '\\': Vault would decode them into other paths; write the path plainly, as in secret/data/app"
+                .into(),
+        );
+    }
     if path.contains(|c: char| c.is_whitespace() || c == '?' || c == '#' || c.is_control()) {
         return Err("must not contain whitespace, '?' or '#'".into());
     }

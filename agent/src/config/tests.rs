@@ -29,6 +29,7 @@ fn mk_config() -> AgentConfig {
             client_cert: None,
             client_key: None,
             tls_origin: TlsOrigin::default(),
+            redirect_addresses: Vec::new(),
         },
         auth: AuthConfig::Kubernetes {
             role: "app".into(),
@@ -290,5 +291,41 @@ fn cert_auth_needs_a_client_certificate_and_https() {
     assert_eq!(
         cfg.validate().unwrap_err().to_string(),
         "auth.role: jwt auth needs a Vault role"
+    );
+}
+
+#[test]
+fn redirect_addresses_share_the_scheme_and_default_to_empty() {
+    let mut cfg = mk_config();
+    assert!(cfg.vault.redirect_addresses.is_empty());
+    assert!(!cfg.to_json().contains("redirectAddresses"));
+    cfg.vault.address = "https://vault.vault.svc:8200".into();
+    cfg.vault.redirect_addresses = vec!["https://vault-1.vault-internal:8200".into()];
+    assert_eq!(cfg.validate(), Ok(()));
+    assert_eq!(AgentConfig::from_json(&cfg.to_json()), Ok(cfg.clone()));
+    cfg.vault.redirect_addresses = vec!["http://vault-1.vault-internal:8200".into()];
+    assert_eq!(
+        cfg.validate().map_err(|e| e.to_string()),
+        Err("vault.redirectAddresses: \"http://vault-1.vault-internal:8200\" must use the scheme of vault.address (https); a redirect never downgrades https to http".into())
+    );
+    cfg.vault.redirect_addresses = vec!["https://vault-1/v1/x".into()];
+    assert!(cfg.validate().is_err());
+}
+
+#[test]
+fn vault_paths_with_escapes_are_refused() {
+    let msg = "must not contain '%' or '\\': Vault would decode them into other paths; write the path plainly, as in secret/data/app";
+    for p in [
+        "secret/data/a%2F..%2Fb",
+        "secret/data/a%20b",
+        "secret\\data\\app",
+    ] {
+        assert_eq!(validate_vault_path(p), Err(msg.to_owned()), "{p}");
+    }
+    let mut cfg = mk_config();
+    cfg.secrets[0].path = "secret/data/%2e%2e/admin".into();
+    assert_eq!(
+        cfg.validate().map_err(|e| e.to_string()),
+        Err(format!("secrets[{}].path: {msg}", cfg.secrets[0].name))
     );
 }

@@ -12,7 +12,7 @@ use crate::config::NotifySpec;
 use crate::notify;
 use crate::probe;
 use crate::render::uses_other_secrets;
-use crate::write::{Written, write_atomic};
+use crate::write::{Written, write_atomic_in};
 
 impl Agent {
     /// Renders every secret after any data changed; writes only changed bytes; notifies.
@@ -40,23 +40,25 @@ impl Agent {
             if uses_other_secrets(&s.spec) && !complete {
                 continue;
             }
-            let path = self.cfg.paths.secrets_dir.join(&s.spec.file);
+            let secrets_dir = &self.cfg.paths.secrets_dir;
+            let path = secrets_dir.join(&s.spec.file);
             let bytes = match self.renderer.render(&s.spec, own, &all) {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     // The same data renders the same way: wait for new data.
-                    error!(secret = %s.spec.name, error = %e, "render failed; keeping the last good file");
+                    error!(secret = ?s.spec.name, error = %e, "render failed; keeping the last good file");
                     self.secrets[i].dirty = false;
                     self.secrets[i].last_error = Some(e.to_string());
                     self.metrics.failure(&self.secrets[i].spec.name);
                     continue;
                 }
             };
-            match write_atomic(&path, &bytes, s.spec.mode, s.spec.group) {
+            let file = std::path::Path::new(&s.spec.file);
+            match write_atomic_in(secrets_dir, file, &bytes, s.spec.mode, s.spec.group) {
                 Ok(written) => {
                     let s = &mut self.secrets[i];
                     if s.write_failed {
-                        info!(secret = %s.spec.name, "file written again after failures");
+                        info!(secret = ?s.spec.name, "file written again after failures");
                         s.write_failed = false;
                         s.failures = 0;
                         s.retry_at = None;
@@ -65,7 +67,7 @@ impl Agent {
                     s.rendered = true;
                     s.dirty = false;
                     if written != Written::Unchanged {
-                        info!(secret = %s.spec.name, file = %path.display(), ?written, "file written");
+                        info!(secret = ?s.spec.name, file = ?path, ?written, "file written");
                         self.metrics.success(&s.spec.name, true);
                     }
                     if written == Written::Replaced {

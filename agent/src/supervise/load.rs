@@ -13,7 +13,7 @@ pub type Contents = Vec<Vec<u8>>;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
     /// The file does not exist (the agent has not rendered it yet) or cannot be read.
-    #[error("cannot read env file {path}: {reason}")]
+    #[error("cannot read env file {path:?}: {reason}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -21,7 +21,7 @@ pub enum LoadError {
         reason: String,
     },
     /// The file is not in the env dialect.
-    #[error("env file {path} is not KEY=value lines: {source}")]
+    #[error("env file {path:?} is not KEY=value lines: {source}")]
     Parse {
         /// The file.
         path: PathBuf,
@@ -97,8 +97,7 @@ mod tests {
         assert_eq!(
             err,
             format!(
-                "env file {} is not KEY=value lines: env file, line 1: unexpected character after the value",
-                b.display()
+                "env file {b:?} is not KEY=value lines: env file, line 1: unexpected character after the value"
             )
         );
         let missing = vec![dir.path().join("none")];
