@@ -297,7 +297,11 @@ fn every_sample_is_admitted_by_default_and_as_the_cluster_runs_it() {
         };
         seen += 1;
         stdout(&preview(&["-f", "-"], &text));
-        let addr = if text.contains("vaultlet.io/tls-") { &https } else { &http };
+        let addr = if text.contains("vaultlet.io/tls-") {
+            &https
+        } else {
+            &http
+        };
         let annotated = text.replacen(
             "\n  annotations:\n",
             &format!("\n  annotations:\n    vaultlet.io/vault-addr: {addr}\n"),
