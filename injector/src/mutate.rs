@@ -250,7 +250,7 @@ fn prepare(pod: &Pod, settings: &Settings, job: bool) -> Result<Result<Prepared,
     let plan = Plan::new(&req, settings, spec, job)?;
     check_resources(&req, settings)?;
     let config = agent_config(&req, settings, &plan)?;
-    reach::check(&req, settings, spec, &config.vault.address)?;
+    reach::check(&req, settings, &pod.metadata, spec, &config.vault.address)?;
     Ok(Ok(Prepared { req, plan, config }))
 }
 

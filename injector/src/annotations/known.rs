@@ -116,7 +116,7 @@ pub const KNOWN: &[Known] = &[
     pod(
         "vault-addr",
         "`--vault-addr`",
-        "Vault/OpenBao address. Must be the default or in the operator's `--allowed-vault-addrs` allowlist. The Pod must not choose where its agent finds it: `hostAliases` naming its host are denied, and so are the Pod's own resolvers (`dnsPolicy: None`, `dnsConfig` nameservers, searches or `ndots`) when the agent cannot verify Vault with trust the Pod did not choose (a plain `http://` address, or `tls-ca-*` / `tls-server-name` set). An IP address resolves nowhere; a name with a trailing dot never goes through the search list.",
+        "Vault/OpenBao address. Must be the default or in the operator's `--allowed-vault-addrs` allowlist. The Pod must not choose where its agent finds it: `hostAliases` naming its host are denied, and so is a Pod whose own hostname (`spec.hostname`, else its name; with `spec.subdomain`, its full name) is that host, and so are the Pod's own resolvers (`dnsPolicy: None`, `dnsConfig` nameservers, searches or `ndots`) when the agent cannot verify Vault with trust the Pod did not choose (a plain `http://` address, or `tls-ca-*` / `tls-server-name` set). An IP address resolves nowhere; a name with a trailing dot never goes through the search list.",
         "https://vault.team-a.svc:8200",
     ),
     pod(

@@ -487,3 +487,36 @@ mod arbitrary {
         }
     }
 }
+
+#[test]
+fn the_pods_own_hostname_never_names_the_vault_host() {
+    let mut s = team_a();
+    s.vault.vault_addr = "http://vault:8200".into();
+    let named = with(basic(), "/metadata/name", json!("Vault"));
+    assert_eq!(
+        denial(named, &s),
+        "vaultlet: the Pod's metadata.name \"Vault\" names the host of the Vault address \
+         http://vault:8200, and the kubelet maps it to the Pod's own address in /etc/hosts, so \
+         the agent would talk to the Pod instead of Vault; give the Pod another hostname"
+    );
+    let mut s = team_a();
+    let fqdn = "https://vault.db.default.svc.cluster.local:8200";
+    s.vault.allowed_vault_addrs.push(fqdn.into());
+    let v = annotations(&[("vaultlet.io/vault-addr", fqdn)]);
+    let v = with(
+        with(v, "/spec/hostname", json!("vault")),
+        "/spec/subdomain",
+        json!("db"),
+    );
+    assert_eq!(
+        denial(v.clone(), &s),
+        "vaultlet: the Pod's spec.hostname \"vault\" with spec.subdomain \"db\" names the host \
+         of the Vault address https://vault.db.default.svc.cluster.local:8200, and the kubelet \
+         maps it to the Pod's own address in /etc/hosts, so the agent would talk to the Pod \
+         instead of Vault; change spec.hostname or spec.subdomain"
+    );
+    // In another namespace the same hostname and subdomain are another name.
+    admitted(with(v, "/metadata/namespace", json!("shop")), &s);
+    // A hostname that is not the Vault host is the Pod's business.
+    admitted(with(basic(), "/spec/hostname", json!("vault")), &settings());
+}

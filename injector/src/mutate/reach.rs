@@ -2,12 +2,14 @@
 //! little if the Pod can make the address resolve elsewhere (`hostAliases`, its own resolvers)
 //! and have the agent accept that server (plain HTTP, or a CA or server name the Pod chose).
 //!
-//! The rule: `hostAliases` never name the Vault host; a CA or server name chosen by the Pod
+//! The rule: `hostAliases` and the Pod's own hostname (which the kubelet writes into its
+//! `/etc/hosts`) never name the Vault host; a CA or server name chosen by the Pod
 //! only for addresses the operator allows it for; and the Pod's own resolvers (`dnsPolicy:
 //! None`, `dnsConfig`) only where the agent verifies Vault's certificate against trust the Pod
 //! did not choose. IP addresses resolve nowhere, so only names are checked.
 
 use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{Deny, invalid};
 use crate::annotations::PodRequest;
@@ -54,6 +56,7 @@ impl VaultHost {
 pub(super) fn check(
     req: &PodRequest,
     s: &Settings,
+    pod: &ObjectMeta,
     spec: &PodSpec,
     address: &str,
 ) -> Result<(), Deny> {
@@ -63,7 +66,51 @@ pub(super) fn check(
         return Ok(());
     }
     check_host_aliases(spec, &host, address)?;
+    check_own_hostname(spec, pod, &host, address)?;
     check_resolvers(req, spec, &host, address)
+}
+
+/// The kubelet maps the Pod's hostname (`spec.hostname`, else its name) and, with
+/// `spec.subdomain`, `<hostname>.<subdomain>.<namespace>.svc.<cluster domain>` to the Pod's
+/// own address in its `/etc/hosts`.
+fn check_own_hostname(
+    spec: &PodSpec,
+    pod: &ObjectMeta,
+    host: &VaultHost,
+    address: &str,
+) -> Result<(), Deny> {
+    let (field, hostname) = match (spec.hostname.as_deref(), pod.name.as_deref()) {
+        (Some(h), _) if !h.is_empty() => ("spec.hostname", h),
+        (_, Some(n)) if !n.is_empty() => ("metadata.name", n),
+        _ => return Ok(()),
+    };
+    let subdomain = spec.subdomain.as_deref().filter(|d| !d.is_empty());
+    // The cluster domain is the kubelet's; without the namespace, any under the subdomain.
+    let under_subdomain = subdomain.is_some_and(|d| {
+        let prefix = match pod.namespace.as_deref() {
+            Some(ns) => format!("{hostname}.{d}.{ns}.svc."),
+            None => format!("{hostname}.{d}."),
+        };
+        host.name.starts_with(&prefix.to_ascii_lowercase())
+    });
+    if host.is(hostname) || under_subdomain {
+        let (what, fix) = match subdomain {
+            Some(d) if under_subdomain => (
+                format!("{field} {hostname:?} with spec.subdomain {d:?}"),
+                "change spec.hostname or spec.subdomain",
+            ),
+            _ => (
+                format!("{field} {hostname:?}"),
+                "give the Pod another hostname",
+            ),
+        };
+        return Err(Deny::Reach(format!(
+            "the Pod's {what} names the host of the Vault address {address}, and the kubelet \
+             maps it to the Pod's own address in /etc/hosts, so the agent would talk to the Pod \
+             instead of Vault; {fix}"
+        )));
+    }
+    Ok(())
 }
 
 /// The TLS annotations by which a Pod chooses what the agent accepts as Vault.
