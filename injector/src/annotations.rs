@@ -40,7 +40,8 @@ pub use values::{parse_audience, parse_bool, parse_quantity, quantity_value};
 pub enum AnnotationError {
     /// A `vaultlet.io/` key the injector does not know (typo?).
     #[error(
-        "annotation {key} is not a known vaultlet.io annotation; {}",
+        "annotation {} is not a known vaultlet.io annotation; {}",
+        shown_key(.key),
         did_you_mean(.suggestion.as_deref())
     )]
     Unknown {
@@ -50,7 +51,7 @@ pub enum AnnotationError {
         suggestion: Option<String>,
     },
     /// A known annotation with an unusable value.
-    #[error("annotation {key}: value {value} is invalid: {reason}")]
+    #[error("annotation {}: value {value} is invalid: {reason}", shown_key(.key))]
     Invalid {
         /// Full annotation key.
         key: String,
@@ -61,7 +62,9 @@ pub enum AnnotationError {
     },
     /// A per-secret annotation whose `vaultlet.io/secret-<name>` is missing.
     #[error(
-        "annotation {key} refers to secret {name:?}, but there is no vaultlet.io/secret-{name} annotation; add it or remove {key}"
+        "annotation {} refers to secret {name:?}, but there is no vaultlet.io/secret-{name} annotation; add it or remove {}",
+        shown_key(.key),
+        shown_key(.key)
     )]
     Orphan {
         /// Full annotation key.
@@ -106,6 +109,36 @@ impl AnnotationError {
             Self::Unknown { key, .. } | Self::Invalid { key, .. } | Self::Orphan { key, .. } => key,
         }
     }
+}
+
+/// An annotation key as a message shows it: as written when it holds only what Kubernetes
+/// allows in a key (letters, digits, `-`, `_`, `.`, `/`), else quoted with every control
+/// character escaped, so a key cannot end a log line or forge one.
+pub fn shown_key(key: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !key.is_empty()
+        && key.len() <= MAX_QUOTED
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+    if plain { key.into() } else { quote(key).into() }
+}
+
+/// `text` with every control character (and the Unicode line and paragraph separators)
+/// escaped: the last guard before a message reaches a log line or the API client.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !text.contains(unsafe_char) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
 }
 
 fn quote(value: &str) -> String {
@@ -467,6 +500,7 @@ fn parse_secret_attr(
         }
         "file" => {
             validate_relative_file(v).map_err(bad)?;
+            values::no_control(v).map_err(bad)?;
             secret.file = Some(v.to_owned());
         }
         "perms" => secret.mode = Some(parse_mode(v).map_err(bad)?),

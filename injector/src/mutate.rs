@@ -21,11 +21,14 @@ mod containers;
 mod env;
 mod fit;
 mod patch;
+mod reach;
+mod resources;
 mod tls;
 use auth::auth_config;
 use containers::{agent_container, volumes, wait_for_secrets};
 use fit::{check_conflicts, mount_into_apps};
 pub use patch::{Shape, patch};
+use resources::check_resources;
 
 /// Name of the long-running agent container (native or classic sidecar).
 pub const AGENT_CONTAINER: &str = "vaultlet-agent";
@@ -73,6 +76,9 @@ pub enum Deny {
     /// An app container cannot be wrapped by the supervisor (`env-<name>`).
     #[error("{0}")]
     Env(String),
+    /// The Pod would choose where its agent finds Vault (`hostAliases`, its own resolvers).
+    #[error("{0}")]
+    Reach(String),
     /// The Pod object could not be (de)serialised.
     #[error("the Pod object could not be read: {0}")]
     Object(String),
@@ -92,6 +98,7 @@ impl Deny {
             Self::Annotation(AnnotationError::Invalid { .. }) => "invalid_annotation",
             Self::Conflict(_) => "conflict",
             Self::Env(_) => "env",
+            Self::Reach(_) => "vault_reach",
             Self::Config(_) => "config",
             Self::Object(_) => "object",
         }
@@ -101,7 +108,7 @@ impl Deny {
 impl Deny {
     /// The message sent to the API client (and printed by `preview`).
     pub fn message(&self) -> String {
-        format!("vaultlet: {self}")
+        format!("vaultlet: {}", annotations::printable(&self.to_string()))
     }
 }
 
@@ -243,6 +250,7 @@ fn prepare(pod: &Pod, settings: &Settings, job: bool) -> Result<Result<Prepared,
     let plan = Plan::new(&req, settings, spec, job)?;
     check_resources(&req, settings)?;
     let config = agent_config(&req, settings, &plan)?;
+    reach::check(&req, settings, &pod.metadata, spec, &config.vault.address)?;
     Ok(Ok(Prepared { req, plan, config }))
 }
 
@@ -262,6 +270,11 @@ fn inject(mut pod: Pod, p: Prepared, settings: &Settings) -> Result<Outcome, Den
         })
         .unwrap_or_default();
     warnings.extend(crate::advice::warnings(&p.config, p.plan.mode));
+    for w in &mut warnings {
+        if let std::borrow::Cow::Owned(safe) = annotations::printable(w) {
+            *w = safe;
+        }
+    }
     apply(&mut pod, &p.plan, &p.config, settings, &p.req)?;
     Ok(Outcome::Injected(Box::new(Injection {
         pod,
@@ -522,58 +535,6 @@ fn apply(
         .extend(volumes(plan, s, req));
     if plan.share_process_namespace {
         spec.share_process_namespace = Some(true);
-    }
-    Ok(())
-}
-
-/// Denies a request above its limit here, with the annotation's name, rather than letting
-/// the API server reject the Pod with a message about a container the user did not write.
-fn check_resources(req: &PodRequest, s: &Settings) -> Result<(), Deny> {
-    let r = &s.resources;
-    let pairs = [
-        (
-            "cpu",
-            &req.cpu_request,
-            Some(&r.cpu_request),
-            &req.cpu_limit,
-            r.cpu_limit.as_ref(),
-        ),
-        (
-            "memory",
-            &req.memory_request,
-            Some(&r.memory_request),
-            &req.memory_limit,
-            r.memory_limit.as_ref(),
-        ),
-    ];
-    for (what, req_ann, req_default, lim_ann, lim_default) in pairs {
-        let request = req_ann.as_ref().or(req_default);
-        let limit = lim_ann.as_ref().or(lim_default);
-        let (Some(request), Some(limit)) = (request, limit) else {
-            continue;
-        };
-        let (Some(rq), Some(lm)) = (
-            annotations::quantity_value(request),
-            annotations::quantity_value(limit),
-        ) else {
-            continue;
-        };
-        if rq > lm {
-            let (key, value) = if req_ann.is_some() {
-                (format!("{what}-request"), request)
-            } else {
-                (format!("{what}-limit"), limit)
-            };
-            return Err(invalid(
-                &key,
-                value,
-                format!(
-                    "the agent's {what} request ({request}) would exceed its limit ({limit}); \
-                     set vaultlet.io/{what}-request and vaultlet.io/{what}-limit consistently"
-                ),
-            )
-            .into());
-        }
     }
     Ok(())
 }

@@ -273,7 +273,10 @@ fn bad_auth_and_tls_annotations_are_denied_naming_them() {
             ],
             &s,
             "annotation vaultlet.io/secrets-dir: value \"/vault/tls/x\" is invalid: \
-             /vault/tls/x is reserved for the agent; choose another directory",
+             /vault/tls/x lies inside /vault/tls, where the Pod's Vault CA and client \
+             certificate are mounted; the secrets directory must neither be, contain nor lie \
+             inside an agent path (/vault/agent, /var/run/secrets, /vault/approle, /vault/ca, \
+             /vault/tls, /vaultlet/bin, /vaultlet-agent): choose another, e.g. /vault/secrets",
         ),
     ];
     for (annotations, settings, want) in cases {

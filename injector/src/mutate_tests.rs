@@ -476,3 +476,6 @@ mod requests;
 
 #[path = "mutate/env_tests.rs"]
 mod env;
+
+#[path = "mutate/hostile_tests.rs"]
+mod hostile;

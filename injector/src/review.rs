@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube_core::{DynamicObject, Resource};
 
+use crate::annotations::printable;
 use crate::mutate::{self, InjectMode, Outcome, Skip};
 use crate::settings::Settings;
 
@@ -76,6 +77,8 @@ pub struct Reviewed {
 }
 
 /// Which request a review answered, for logs: every line about a review carries these.
+/// Namespace and name come from the request as the client wrote it (mutating admission runs
+/// before the API server validates the object), so they are kept [`printable`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct About {
     /// AdmissionReview request uid.
@@ -94,7 +97,7 @@ pub fn review(body: &[u8], settings: &Settings) -> Result<Reviewed, ReviewError>
     // One linear pass that stores nothing, before anything is decoded into memory.
     match bounds::check(body) {
         Ok(()) => {}
-        Err(bounds::Checked::Json(e)) => return Err(ReviewError::NotAReview(e.to_string())),
+        Err(bounds::Checked::Json(e)) => return Err(not_a_review(&e)),
         Err(bounds::Checked::TooBig(too_big)) => return too_big_denial(body, &too_big),
     }
     // Fast path: the webhook is registered for Pods, so decode straight into the typed Pod.
@@ -107,12 +110,15 @@ pub fn review(body: &[u8], settings: &Settings) -> Result<Reviewed, ReviewError>
         }
         Err(typed_error) => {
             let review: AdmissionReview<DynamicObject> =
-                serde_json::from_slice(body).map_err(|e| ReviewError::NotAReview(e.to_string()))?;
+                serde_json::from_slice(body).map_err(|e| not_a_review(&e))?;
             let req = request(review)?;
             let response = AdmissionResponse::from(&req);
             let (response, verdict) = if is_pod_create(&req) {
                 // A Pod CREATE whose object is not a valid Pod.
-                let message = format!("vaultlet: the Pod object could not be read: {typed_error}");
+                let message = format!(
+                    "vaultlet: the Pod object could not be read: {}",
+                    printable(&typed_error.to_string())
+                );
                 let verdict = Verdict::Denied {
                     reason: "object",
                     message: message.clone(),
@@ -149,10 +155,15 @@ fn too_big_denial(body: &[u8], too_big: &bounds::TooBig) -> Result<Reviewed, Rev
             message,
         },
         about: About {
-            uid,
+            uid: printable(&uid).into_owned(),
             ..About::default()
         },
     })
+}
+
+/// A decoding error, whose text may quote the body (serde writes some values unescaped).
+fn not_a_review(e: &impl std::fmt::Display) -> ReviewError {
+    ReviewError::NotAReview(printable(&e.to_string()).into_owned())
 }
 
 fn request<T: Resource>(review: AdmissionReview<T>) -> Result<AdmissionRequest<T>, ReviewError> {
@@ -219,9 +230,9 @@ fn describe<T: Resource>(req: &AdmissionRequest<T>) -> About {
         req.name.clone()
     };
     About {
-        uid: req.uid.clone(),
-        namespace,
-        name,
+        uid: printable(&req.uid).into_owned(),
+        namespace: printable(&namespace).into_owned(),
+        name: printable(&name).into_owned(),
     }
 }
 

@@ -184,6 +184,13 @@ pub struct VaultArgs {
     /// ConfigMap (key ca.crt) with the CA that signs Vault's certificate; mounted for the agent.
     #[arg(long, env = "VAULTLET_VAULT_CA_CONFIGMAP")]
     pub vault_ca_configmap: Option<String>,
+    /// Addresses of --allowed-vault-addrs for which a Pod may choose how its agent verifies
+    /// Vault (vaultlet.io/tls-ca-secret, tls-ca-configmap, tls-server-name), comma-separated.
+    #[arg(long, env = "VAULTLET_POD_TLS_VAULT_ADDRS", value_delimiter = ',')]
+    pub pod_tls_vault_addrs: Vec<String>,
+    /// Whether a Pod may choose how its agent verifies the default address (--vault-addr).
+    #[arg(long, env = "VAULTLET_POD_TLS_DEFAULT_ADDR", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pod_tls_default_addr: bool,
     /// Default auth method: kubernetes, jwt, cert or approle.
     #[arg(long, env = "VAULTLET_AUTH_METHOD", default_value = "kubernetes")]
     pub auth_method: AuthMethod,
@@ -242,6 +249,9 @@ impl Settings {
             .filter(|a| !a.trim().is_empty())
         {
             check("allowed-vault-addrs", validate_vault_address(addr.trim()))?;
+        }
+        for addr in listed(&self.vault.pod_tls_vault_addrs) {
+            check("pod-tls-vault-addrs", self.pod_tls_addr(addr))?;
         }
         check("auth-path", validate_mount(&self.vault.auth_path))?;
         check(
@@ -302,14 +312,34 @@ impl Settings {
 
     /// Whether a pod may point its agent at `addr` (the default or an allowlisted address).
     pub fn vault_addr_allowed(&self, addr: &str) -> bool {
-        let norm = |a: &str| a.trim().trim_end_matches('/').to_ascii_lowercase();
-        let want = norm(addr);
-        norm(&self.vault.vault_addr) == want
-            || self
-                .vault
-                .allowed_vault_addrs
-                .iter()
-                .any(|a| !a.trim().is_empty() && norm(a) == want)
+        self.is_default_addr(addr) || listed_has(&self.vault.allowed_vault_addrs, addr)
+    }
+
+    /// Whether `addr` is the default address (`--vault-addr`).
+    pub fn is_default_addr(&self, addr: &str) -> bool {
+        same_addr(&self.vault.vault_addr, addr)
+    }
+
+    /// Whether a Pod may choose the CA and server name the agent verifies `addr` with.
+    pub fn pod_tls_allowed(&self, addr: &str) -> bool {
+        (self.vault.pod_tls_default_addr && self.is_default_addr(addr))
+            || listed_has(&self.vault.pod_tls_vault_addrs, addr)
+    }
+
+    /// An entry of --pod-tls-vault-addrs: an https address Pods may already choose.
+    fn pod_tls_addr(&self, addr: &str) -> Result<(), String> {
+        validate_vault_address(addr)?;
+        if !addr.to_ascii_lowercase().starts_with("https://") {
+            return Err(format!(
+                "{addr} is plain HTTP, where no CA or server name applies; list https:// addresses only"
+            ));
+        }
+        if !self.vault_addr_allowed(addr) {
+            return Err(format!(
+                "{addr} is neither --vault-addr nor in --allowed-vault-addrs; add it there first"
+            ));
+        }
+        Ok(())
     }
 
     /// The defaults, as `vaultlet-injector` would parse them with no flags (for tests and benches).
@@ -326,6 +356,21 @@ impl Settings {
             Err(e) => unreachable!("built-in defaults do not parse: {e}"),
         }
     }
+}
+
+/// The non-empty entries of a comma-separated list setting (an env var set to "" is empty).
+fn listed(list: &[String]) -> impl Iterator<Item = &str> {
+    list.iter().map(|a| a.trim()).filter(|a| !a.is_empty())
+}
+
+fn listed_has(list: &[String], addr: &str) -> bool {
+    listed(list).any(|a| same_addr(a, addr))
+}
+
+/// Addresses compare without case and a trailing `/`.
+fn same_addr(a: &str, b: &str) -> bool {
+    let norm = |a: &str| a.trim().trim_end_matches('/').to_ascii_lowercase();
+    norm(a) == norm(b)
 }
 
 fn non_empty(s: &str) -> Result<(), String> {

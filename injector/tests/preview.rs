@@ -277,3 +277,54 @@ fn the_readme_preview_examples_run_the_built_binary() {
         assert!(stdout(&out).contains("vaultlet"), "{example}");
     }
 }
+
+/// Every sample as `scripts/validate-samples.sh` previews it (default flags, no injector.args
+/// in any sample today) and as the node tests run it in the local cluster: the Pod picks the
+/// bridge address of the tests' OpenBao, plain HTTP, or https with its own CA for cert-auth,
+/// which the chart install allows with `injector.allowedVaultAddrs` and
+/// `injector.podTlsVaultAddrs` (`VAULTLET_POD_TLS_VAULT_ADDRS`).
+#[test]
+fn every_sample_is_admitted_by_default_and_as_the_cluster_runs_it() {
+    let gw = "10.88.0.1";
+    let (http, https) = (format!("http://{gw}:8200"), format!("https://{gw}:8200"));
+    let allowed = format!("{http},{https}");
+    let samples = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(samples).expect("samples/") {
+        let pod = entry.expect("entry").path().join("pod.yaml");
+        let Ok(text) = std::fs::read_to_string(&pod) else {
+            continue;
+        };
+        seen += 1;
+        stdout(&preview(&["-f", "-"], &text));
+        let addr = if text.contains("vaultlet.io/tls-") {
+            &https
+        } else {
+            &http
+        };
+        let annotated = text.replacen(
+            "\n  annotations:\n",
+            &format!("\n  annotations:\n    vaultlet.io/vault-addr: {addr}\n"),
+            1,
+        );
+        assert_ne!(annotated, text, "{}", pod.display());
+        let out = preview(
+            &[
+                "-f",
+                "-",
+                "--allowed-vault-addrs",
+                &allowed,
+                "--pod-tls-vault-addrs",
+                &https,
+            ],
+            &annotated,
+        );
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            pod.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(seen >= 10, "only {seen} samples found");
+}

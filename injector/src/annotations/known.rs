@@ -116,7 +116,7 @@ pub const KNOWN: &[Known] = &[
     pod(
         "vault-addr",
         "`--vault-addr`",
-        "Vault/OpenBao address. Must be the default or in the operator's `--allowed-vault-addrs` allowlist.",
+        "Vault/OpenBao address. Must be the default or in the operator's `--allowed-vault-addrs` allowlist. The Pod must not choose where its agent finds it: `hostAliases` naming its host are denied, and so is a Pod whose own hostname (`spec.hostname`, else its name; with `spec.subdomain`, its full name) is that host, and so are the Pod's own resolvers (`dnsPolicy: None`, `dnsConfig` nameservers, searches or `ndots`) when the agent cannot verify Vault with trust the Pod did not choose (a plain `http://` address, or `tls-ca-*` / `tls-server-name` set). An IP address resolves nowhere; a name with a trailing dot never goes through the search list.",
         "https://vault.team-a.svc:8200",
     ),
     pod(
@@ -128,7 +128,7 @@ pub const KNOWN: &[Known] = &[
     pod(
         "tls-server-name",
         "(host of the address)",
-        "Name to verify Vault's certificate against.",
+        "Name to verify Vault's certificate against. Needs an `https://` address the operator lets Pods choose TLS for (as `tls-ca-secret`).",
         "vault.internal",
     ),
     pod(
@@ -140,13 +140,13 @@ pub const KNOWN: &[Known] = &[
     pod(
         "tls-ca-secret",
         "`--vault-ca-configmap`, else the system roots",
-        "Secret in the Pod's namespace whose key `ca.crt` is the CA that signs Vault's certificate; only that key is mounted, into the agent only. Needs an `https://` address.",
+        "Secret in the Pod's namespace whose key `ca.crt` is the CA that signs Vault's certificate; only that key is mounted, into the agent only. Needs an `https://` address the operator lets Pods choose TLS for: the default address unless `--pod-tls-default-addr=false`, others only when listed in `--pod-tls-vault-addrs`.",
         "vault-ca",
     ),
     pod(
         "tls-ca-configmap",
         "`--vault-ca-configmap`, else the system roots",
-        "Like `tls-ca-secret`, from a ConfigMap (key `ca.crt`). Set one of the two.",
+        "Like `tls-ca-secret`, from a ConfigMap (key `ca.crt`), with the same conditions. Set one of the two.",
         "vault-ca",
     ),
     pod(
@@ -170,7 +170,7 @@ pub const KNOWN: &[Known] = &[
     pod(
         "secrets-dir",
         "/vault/secrets",
-        "Absolute directory where the secrets volume is mounted, in the agent and the app containers.",
+        "Absolute directory where the secrets volume is mounted, in the agent and the app containers. It must neither be, contain nor lie inside a path of the agent: `/vault/agent`, `/var/run/secrets`, `/vault/approle`, `/vault/ca`, `/vault/tls`, `/vaultlet/bin`, `/vaultlet-agent`.",
         "/etc/app/secrets",
     ),
     pod(
@@ -355,7 +355,15 @@ pub fn reference_markdown() -> String {
          `Always`; otherwise the container exits with the app's code (Jobs see the app's \
          result).\n\
          - Multi-line values (`template-<name>`, `params-<name>`, `notify`) use a YAML block \
-         scalar (`|`).\n",
+         scalar (`|`).\n\
+         - Names starting with `vaultlet-` are the injector's: a Pod that declares such a volume \
+         or container is denied, and so is one whose containers (app, init or ephemeral) list a \
+         `vaultlet-*` volume in `volumeMounts` or `volumeDevices`. App containers get \
+         `vaultlet-secrets` read-only from the injector (and `vaultlet-bin` read-only with \
+         `env-<name>`); the agent's state, token and credentials stay in the agent.\n\
+         - Denials quote what the Pod wrote (values, container and volume names, and keys \
+         holding anything but letters, digits, `-`, `_`, `.` and `/`) with control characters \
+         escaped, so a message or the injector's log line is always one line.\n",
     );
     out
 }

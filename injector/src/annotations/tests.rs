@@ -154,7 +154,7 @@ fn denials_name_the_annotation_and_value() {
         (
             &[("vaultlet.io/secrets-dir", "/vault/agent")],
             "vaultlet.io/secrets-dir",
-            "reserved",
+            "/vault/agent is /vault/agent, where the agent keeps its state",
         ),
     ];
     for (pairs, key, needle) in cases {

@@ -86,22 +86,78 @@ pub(super) fn parse_abs_dir(v: &str) -> Result<String, String> {
         .ok_or("must be an absolute path like /vault/secrets")?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     validate_relative_file(rest).map_err(|r| format!("path {r}"))?;
+    no_control(rest)?;
     if v.contains(':') {
         return Err("must not contain ':'".into());
     }
     let dir = format!("/{rest}");
-    if dir == vaultlet_agent::config::DEFAULT_STATE_DIR
-        || dir.starts_with("/var/run/secrets")
-        || dir == "/vault/approle"
-        || dir == "/vault/ca"
-        || dir == vaultlet_agent::config::TLS_DIR
-        || dir.starts_with(&format!("{}/", vaultlet_agent::config::TLS_DIR))
+    if let Some((path, what, relation)) = AGENT_PATHS
+        .iter()
+        .find_map(|(path, what)| overlap(&dir, path).map(|r| (path, what, r)))
     {
+        let all: Vec<&str> = AGENT_PATHS.iter().map(|(p, _)| *p).collect();
         return Err(format!(
-            "{dir} is reserved for the agent; choose another directory"
+            "{dir} {relation} {path}, {what}; the secrets directory must neither be, contain \
+             nor lie inside an agent path ({}): choose another, e.g. {}",
+            all.join(", "),
+            vaultlet_agent::config::DEFAULT_SECRETS_DIR
         ));
     }
     Ok(dir)
+}
+
+/// The paths the agent container mounts or runs from, other than the secrets directory. The
+/// secrets volume over one of them would let a secret file land there (e.g. in the agent's
+/// state, beside its token hand-off), or shadow it.
+const AGENT_PATHS: &[(&str, &str)] = &[
+    (
+        vaultlet_agent::config::DEFAULT_STATE_DIR,
+        "where the agent keeps its state and token hand-off",
+    ),
+    (
+        "/var/run/secrets",
+        "where the service-account tokens are mounted",
+    ),
+    (
+        crate::mutate::APPROLE_DIR,
+        "where the AppRole credentials are mounted",
+    ),
+    (
+        crate::mutate::CA_DIR,
+        "where the injector's Vault CA is mounted",
+    ),
+    (
+        vaultlet_agent::config::TLS_DIR,
+        "where the Pod's Vault CA and client certificate are mounted",
+    ),
+    (
+        vaultlet_agent::config::supervise::BIN_DIR,
+        "where the agent copies itself for the env supervisor",
+    ),
+    (crate::mutate::AGENT_BINARY, "the agent binary"),
+];
+
+/// How directory `dir` relates to agent path `path`, compared by whole segments.
+fn overlap(dir: &str, path: &str) -> Option<&'static str> {
+    let inside = |a: &str, b: &str| a.strip_prefix(b).is_some_and(|r| r.starts_with('/'));
+    if dir == path {
+        Some("is")
+    } else if inside(path, dir) {
+        Some("contains")
+    } else if inside(dir, path) {
+        Some("lies inside")
+    } else {
+        None
+    }
+}
+
+/// Paths end up in file names and messages: no control characters at all (the agent's own
+/// check refuses only NUL, CR and LF).
+pub(super) fn no_control(v: &str) -> Result<(), String> {
+    if v.contains(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
 }
 
 pub(super) fn parse_container_list(v: &str) -> Result<Vec<String>, String> {

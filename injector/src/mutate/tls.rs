@@ -42,6 +42,7 @@ pub(super) fn check_scheme(req: &PodRequest, address: &str) -> Result<(), Annota
         ("tls-ca-secret", &req.tls_ca_secret),
         ("tls-ca-configmap", &req.tls_ca_configmap),
         ("tls-client-secret", &req.tls_client_secret),
+        ("tls-server-name", &req.tls_server_name),
     ];
     match set
         .into_iter()
