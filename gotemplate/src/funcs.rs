@@ -1,0 +1,494 @@
+//! Function calls: dispatch to Go's builtins and consul-template's functions; what is refused.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use base64::Engine;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+use crate::builtins::{self, arity};
+use crate::error::{Error, Result};
+use crate::exec::Exec;
+use crate::json::{self, Style};
+use crate::parse::{Arg, Pipe};
+use crate::value::Val;
+use crate::{SecretKind, SecretRequest, vault, yaml};
+
+/// consul-template's functions this engine implements.
+pub const SUPPORTED: &[&str] = &[
+    "secret", "secrets", "pkiCert", "toJSON", "toJSONPretty", "toUnescapedJSON",
+    "toUnescapedJSONPretty", "toYAML", "toLower", "toUpper", "toTitle", "trimSpace", "trim",
+    "trimPrefix", "trimSuffix", "split", "join", "replaceAll", "contains", "in", "base64Encode",
+    "base64Decode", "base64URLEncode", "base64URLDecode", "parseJSON", "parseBool", "parseInt",
+    "parseFloat", "parseUint", "indent", "add", "subtract", "multiply", "divide", "modulo",
+    "minimum", "maximum", "loop",
+];
+
+/// Functions consul-template has that vaultlet refuses, and why.
+const REFUSED: &[(&str, &str)] = &[
+    ("env", "the agent's environment is not the application's; put the value in Vault"),
+    ("mustEnv", "the agent's environment is not the application's; put the value in Vault"),
+    ("envOrDefault", "the agent's environment is not the application's; put the value in Vault"),
+    ("file", "templates may not read the agent's files"),
+    ("plugin", "templates may not run programs"),
+    ("writeToFile", "templates may not write files"),
+    ("executeTemplate", "use {{template}} instead"),
+    ("timestamp", "time-dependent output re-renders on every refresh"),
+    ("regexReplaceAll", "Go's RE2 syntax is not reproduced"),
+    ("regexMatch", "Go's RE2 syntax is not reproduced"),
+    ("sockaddr", "host network lookups"),
+    ("toTOML", "TOML output is not reproduced"),
+    ("parseYAML", "YAML input is not reproduced"),
+    ("sha256Hex", "hashing is not provided"),
+    ("md5sum", "hashing is not provided"),
+    ("hmacSHA256Hex", "hashing is not provided"),
+    ("spew_dump", "debug output"),
+    ("spew_printf", "debug output"),
+    ("spew_sdump", "debug output"),
+    ("spew_sprintf", "debug output"),
+    ("call", "templates have no function values"),
+];
+
+/// Consul, Nomad and helper functions of consul-template with no Vault use.
+const CONSUL: &[&str] = &[
+    "key", "keyExists", "keyOrDefault", "ls", "safeLs", "tree", "safeTree", "node", "nodes",
+    "service", "services", "connect", "datacenters", "partitions", "peerings", "caRoots", "caLeaf",
+    "exportedServices", "byKey", "byPort", "byTag", "byMeta", "explode", "explodeMap", "mergeMap",
+    "mergeMapWithOverride", "containsAll", "containsAny", "containsNone", "containsNotAll",
+    "splitToMap", "scratch", "nomadServices", "nomadService", "nomadVarList", "nomadVarListSafe",
+    "nomadVar", "nomadVarExists", "pkiSign",
+];
+
+/// Every supported name (Go builtins, then consul-template functions), comma-separated.
+pub fn supported_list() -> String {
+    let mut all: Vec<&str> = builtins::BUILTINS.to_vec();
+    all.extend(SUPPORTED);
+    all.join(", ")
+}
+
+/// The refusal of `name` at `pos`, or `None` when it is supported.
+pub fn refusal(name: &str, pos: crate::Pos) -> Option<Error> {
+    if builtins::BUILTINS.contains(&name) || SUPPORTED.contains(&name) {
+        return None;
+    }
+    let why = if let Some((_, why)) = REFUSED.iter().find(|(n, _)| *n == name) {
+        format!(" ({why})")
+    } else if name.starts_with("sprig_") {
+        " (Sprig functions are not reproduced)".to_string()
+    } else if CONSUL.contains(&name) {
+        " (it reads Consul or Nomad, not Vault)".to_string()
+    } else {
+        " (nor by consul-template)".to_string()
+    };
+    Some(Error::Unsupported {
+        pos,
+        name: name.to_string(),
+        why,
+        supported: supported_list(),
+    })
+}
+
+/// Calls function `name` with operand `args` (plus the piped value `fin`).
+pub fn call(
+    ex: &mut Exec<'_>,
+    name: &str,
+    at: usize,
+    args: &[Arg],
+    p: &Pipe,
+    dot: &Val,
+    fin: Option<Val>,
+) -> Result<Val> {
+    ex.step(at)?;
+    if let Some(e) = refusal(name, ex.pos(at)) {
+        return Err(e);
+    }
+    if name == "and" || name == "or" {
+        return and_or(ex, name == "and", args, p, dot, fin);
+    }
+    let mut vals = Vec::with_capacity(args.len() + 1);
+    for a in args {
+        vals.push(ex.arg(a, p, dot)?);
+    }
+    vals.extend(fin);
+    let fail = |ex: &Exec<'_>, m: String| ex.err(at, &p.text, format!("error calling {name}: {m}"));
+    let result = match name {
+        "secret" | "pkiCert" | "secrets" => return vault_call(ex, name, at, &vals, p),
+        _ => match builtins::call(name, &vals) {
+            Some(r) => r.map_err(|m| ex.err(at, &p.text, m)),
+            None => helper(name, &vals).map_err(|m| fail(ex, m)),
+        },
+    }?;
+    if let Some(s) = result.as_str() {
+        ex.check_size(s.len(), at)?;
+    }
+    Ok(result)
+}
+
+fn and_or(ex: &mut Exec<'_>, is_and: bool, args: &[Arg], p: &Pipe, dot: &Val, fin: Option<Val>) -> Result<Val> {
+    let total = args.len() + usize::from(fin.is_some());
+    if total == 0 {
+        let n = if is_and { "and" } else { "or" };
+        return Err(ex.err(p.at, &p.text, format!("wrong number of args for {n}: want at least 1 got 0")));
+    }
+    let mut last = Val::Nil;
+    for a in args {
+        last = ex.arg(a, p, dot)?;
+        if last.truthy() != is_and {
+            return Ok(last);
+        }
+    }
+    Ok(fin.unwrap_or(last))
+}
+
+fn vault_call(ex: &mut Exec<'_>, name: &str, at: usize, vals: &[Val], p: &Pipe) -> Result<Val> {
+    let mut strs = Vec::with_capacity(vals.len());
+    for v in vals {
+        strs.push(want_str(v).map_err(|m| ex.err(at, &p.text, format!("error calling {name}: {m}")))?);
+    }
+    let Some((path, rest)) = strs.split_first() else {
+        return Ok(Val::Nil);
+    };
+    let kind = match name {
+        "secrets" => SecretKind::List,
+        "pkiCert" => SecretKind::PkiCert,
+        _ if rest.is_empty() => SecretKind::Read,
+        _ => SecretKind::Write,
+    };
+    if kind == SecretKind::List && !rest.is_empty() {
+        return Err(ex.err(at, &p.text, format!("wrong number of args for secrets: want 1 got {}", strs.len())));
+    }
+    let req = SecretRequest::new(kind, path, rest).map_err(|m| ex.err(at, &p.text, format!("error calling {name}: {m}")))?;
+    let key = format!("{kind:?}\u{0}{}\u{0}{:?}", req.path, req.data);
+    if let Some(v) = ex.cache.get(&key) {
+        return Ok(v.clone());
+    }
+    let func: &'static str = match kind {
+        SecretKind::List => "secrets",
+        SecretKind::PkiCert => "pkiCert",
+        _ => "secret",
+    };
+    let source_err = |ex: &Exec<'_>, msg: String| Error::Source {
+        pos: ex.pos(at),
+        func,
+        path: req.path.clone(),
+        msg,
+    };
+    let body = ex.source.fetch(&req).map_err(|m| source_err(ex, m))?;
+    let v = vault::decode(kind, &body).map_err(|m| source_err(ex, m))?;
+    ex.cache.insert(key, v.clone());
+    Ok(v)
+}
+
+/// The text of a Go `string` argument (json.Number and nil are wrong types, as in Go).
+pub fn want_str(v: &Val) -> Result<&str, String> {
+    match v {
+        Val::Str(s) => Ok(s),
+        Val::Nil => Err("invalid value; expected string".into()),
+        other => Err(format!("wrong type for value; expected string; got {}", other.type_name())),
+    }
+}
+
+fn strs<'v, const N: usize>(name: &str, vals: &'v [Val]) -> Result<[&'v str; N], String> {
+    arity(name, vals, N)?;
+    let mut out = [""; N];
+    for (o, v) in out.iter_mut().zip(vals) {
+        *o = want_str(v)?;
+    }
+    Ok(out)
+}
+
+fn s(x: impl Into<String>) -> Val {
+    Val::from_string(x.into())
+}
+
+fn b64(alpha: &alphabet::Alphabet) -> GeneralPurpose {
+    GeneralPurpose::new(
+        alpha,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+    )
+}
+
+fn decode_b64(alpha: &alphabet::Alphabet, name: &str, text: &str) -> Result<Val, String> {
+    // Go's decoder skips CR and LF.
+    let clean: String = text.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+    let bytes = b64(alpha)
+        .decode(clean.as_bytes())
+        .map_err(|e| format!("{name}: illegal base64 data ({e})"))?;
+    String::from_utf8(bytes)
+        .map(Val::from_string)
+        .map_err(|_| format!("{name}: the decoded bytes are not UTF-8 text, which vaultlet does not render"))
+}
+
+fn helper(name: &str, v: &[Val]) -> Result<Val, String> {
+    let enc = |v: &[Val], escape_html: bool, pretty: bool| {
+        arity(name, v, 1)?;
+        json::encode(&v[0], Style { escape_html, pretty }).map(s)
+    };
+    Ok(match name {
+        "toJSON" => enc(v, true, false)?,
+        "toJSONPretty" => enc(v, true, true)?,
+        "toUnescapedJSON" => enc(v, false, false)?,
+        "toUnescapedJSONPretty" => enc(v, false, true)?,
+        "toYAML" => {
+            arity(name, v, 1)?;
+            s(yaml::encode(&v[0])?.trim())
+        }
+        "toLower" => s(strs::<1>(name, v)?[0].chars().flat_map(char::to_lowercase).collect::<String>()),
+        "toUpper" => s(strs::<1>(name, v)?[0].chars().flat_map(char::to_uppercase).collect::<String>()),
+        "toTitle" => s(title(strs::<1>(name, v)?[0])?),
+        "trimSpace" => s(strs::<1>(name, v)?[0].trim()),
+        "trim" => {
+            let [cut, x] = strs::<2>(name, v)?;
+            s(x.trim_matches(|c| cut.contains(c)))
+        }
+        "trimPrefix" => {
+            let [pre, x] = strs::<2>(name, v)?;
+            s(x.strip_prefix(pre).unwrap_or(x))
+        }
+        "trimSuffix" => {
+            let [suf, x] = strs::<2>(name, v)?;
+            s(x.strip_suffix(suf).unwrap_or(x))
+        }
+        "split" => {
+            let [sep, x] = strs::<2>(name, v)?;
+            let x = x.trim();
+            let parts: Vec<String> = if x.is_empty() {
+                Vec::new()
+            } else if sep.is_empty() {
+                x.chars().map(String::from).collect()
+            } else {
+                x.split(sep).map(String::from).collect()
+            };
+            Val::Strs(Rc::new(parts))
+        }
+        "join" => {
+            arity(name, v, 2)?;
+            let sep = want_str(&v[0])?;
+            match &v[1] {
+                Val::Strs(l) => s(l.join(sep)),
+                other => return Err(format!("wrong type for value; expected []string; got {}", other.type_name())),
+            }
+        }
+        "replaceAll" => {
+            let [from, to, x] = strs::<3>(name, v)?;
+            s(go_replace(x, from, to))
+        }
+        "contains" => {
+            arity(name, v, 2)?;
+            Val::Bool(contained(&v[1], &v[0]))
+        }
+        "in" => {
+            arity(name, v, 2)?;
+            Val::Bool(contained(&v[0], &v[1]))
+        }
+        "base64Encode" => s(b64(&alphabet::STANDARD).encode(strs::<1>(name, v)?[0])),
+        "base64URLEncode" => s(b64(&alphabet::URL_SAFE).encode(strs::<1>(name, v)?[0])),
+        "base64Decode" => decode_b64(&alphabet::STANDARD, name, strs::<1>(name, v)?[0])?,
+        "base64URLDecode" => decode_b64(&alphabet::URL_SAFE, name, strs::<1>(name, v)?[0])?,
+        "parseJSON" => {
+            let [x] = strs::<1>(name, v)?;
+            if x.is_empty() {
+                Val::Map(Rc::new(BTreeMap::new()))
+            } else {
+                json::parse(x, false)?
+            }
+        }
+        "parseBool" => {
+            let [x] = strs::<1>(name, v)?;
+            Val::Bool(match x {
+                "" | "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+                "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+                _ => return Err(format!("parseBool: strconv.ParseBool: parsing {x:?}: invalid syntax")),
+            })
+        }
+        "parseInt" | "parseUint" => {
+            let [x] = strs::<1>(name, v)?;
+            if x.is_empty() {
+                Val::Int(0)
+            } else {
+                let n: i64 = x
+                    .parse()
+                    .map_err(|_| format!("{name}: strconv.{}: parsing {x:?}: invalid syntax", if name == "parseInt" { "ParseInt" } else { "ParseUint" }))?;
+                if name == "parseUint" && (n < 0 || x.starts_with('+')) {
+                    return Err(format!("{name}: strconv.ParseUint: parsing {x:?}: invalid syntax"));
+                }
+                Val::Int(n)
+            }
+        }
+        "parseFloat" => {
+            let [x] = strs::<1>(name, v)?;
+            if x.is_empty() {
+                Val::Float(0.0)
+            } else {
+                Val::Float(
+                    x.parse::<f64>()
+                        .ok()
+                        .filter(|f| f.is_finite())
+                        .ok_or_else(|| format!("parseFloat: strconv.ParseFloat: parsing {x:?}: invalid syntax"))?,
+                )
+            }
+        }
+        "indent" => {
+            arity(name, v, 2)?;
+            let Val::Int(n) = v[0] else {
+                return Err(format!("wrong type for value; expected int; got {}", v[0].type_name()));
+            };
+            let n = usize::try_from(n).map_err(|_| "indent value must be a positive integer".to_string())?;
+            s(indent(n.min(1 << 16), want_str(&v[1])?))
+        }
+        "add" | "subtract" | "multiply" | "divide" | "modulo" | "minimum" | "maximum" => {
+            arity(name, v, 2)?;
+            math(name, &v[1], &v[0])?
+        }
+        "loop" => {
+            let (from, to) = match v {
+                [to] => (0, loop_int(to)?),
+                [from, to] => (loop_int(from)?, loop_int(to)?),
+                _ => return Err(format!("loop: wrong number of arguments, expected 1 or 2, but got {}", v.len())),
+            };
+            if to.saturating_sub(from) > 1_000_000 {
+                return Err("loop: more than 1000000 iterations".into());
+            }
+            Val::List(Rc::new((from..to).map(Val::Int).collect()))
+        }
+        _ => return Err(format!("function {name:?} not defined")),
+    })
+}
+
+fn loop_int(v: &Val) -> Result<i64, String> {
+    match v {
+        Val::Int(i) => Ok(*i),
+        Val::Str(x) => x.parse().map_err(|_| format!("parseInt: strconv.ParseInt: parsing {x:?}: invalid syntax")),
+        other => Err(format!("loop: bad argument type: {}", other.type_name())),
+    }
+}
+
+/// Go's `strings.Replace(s, from, to, -1)` (an empty `from` inserts between characters).
+fn go_replace(x: &str, from: &str, to: &str) -> String {
+    if !from.is_empty() {
+        return x.replace(from, to);
+    }
+    let mut out = String::from(to);
+    for c in x.chars() {
+        out.push(c);
+        out.push_str(to);
+    }
+    out
+}
+
+/// consul-template's `in`: substring of a string, or element of a list (same Go type).
+fn contained(list: &Val, v: &Val) -> bool {
+    let same = |a: &Val, b: &Val| match (a, b) {
+        (Val::Str(x), Val::Str(y)) | (Val::Num(x), Val::Num(y)) => x == y,
+        (Val::Int(x), Val::Int(y)) => x == y,
+        (Val::Float(x), Val::Float(y)) => x == y,
+        _ => false,
+    };
+    match list {
+        Val::Str(x) => matches!(v, Val::Str(y) if x.contains(&**y)),
+        Val::Num(x) => matches!(v, Val::Num(y) if x.contains(&**y)),
+        Val::List(l) => l.iter().any(|e| same(e, v)),
+        Val::Strs(l) => matches!(v, Val::Str(y) if l.iter().any(|e| e == &**y)),
+        _ => false,
+    }
+}
+
+fn indent(n: usize, x: &str) -> String {
+    let prefix = " ".repeat(n);
+    let mut out = String::with_capacity(x.len());
+    let mut at_start = true;
+    for c in x.chars() {
+        if at_start && c != '\n' {
+            out.push_str(&prefix);
+        }
+        out.push(c);
+        at_start = c == '\n';
+    }
+    out
+}
+
+/// `toTitle` for ASCII text: the first letter of each word upper-cased (words joined by
+/// `'`, `.` or `:` between letters stay one word, as in Unicode word breaking).
+fn title(x: &str) -> Result<String, String> {
+    if !x.is_ascii() {
+        return Err("toTitle: only ASCII text is supported by vaultlet".into());
+    }
+    let b = x.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut out = String::with_capacity(x.len());
+    for (i, &c) in b.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|j| b[j]);
+        let joined = prev.is_some_and(|p| matches!(p, b'\'' | b'.' | b':'))
+            && i >= 2
+            && b[i - 2].is_ascii_alphabetic()
+            && c.is_ascii_alphabetic();
+        let start = !prev.is_some_and(word) && !joined;
+        out.push(if start { c.to_ascii_uppercase() } else { c } as char);
+    }
+    Ok(out)
+}
+
+/// consul-template's math on int/float (`add b a` is a + b; `subtract b a` is a - b).
+fn math(name: &str, a: &Val, b: &Val) -> Result<Val, String> {
+    let num = |v: &Val| match v {
+        Val::Int(i) => Ok((Some(*i), *i as f64)),
+        Val::Float(f) => Ok((None, *f)),
+        other => Err(format!("{name}: unknown type for {:?} ({})", crate::format::sprint(std::slice::from_ref(other)).unwrap_or_default(), other.type_name())),
+    };
+    let ((ai, af), (bi, bf)) = (num(a)?, num(b)?);
+    Ok(match (ai, bi) {
+        (Some(x), Some(y)) => Val::Int(match name {
+            "add" => x.wrapping_add(y),
+            "subtract" => x.wrapping_sub(y),
+            "multiply" => x.wrapping_mul(y),
+            "divide" | "modulo" if y == 0 => return Err("runtime error: integer divide by zero".into()),
+            "divide" => x.wrapping_div(y),
+            "modulo" => x.wrapping_rem(y),
+            "minimum" => x.min(y),
+            _ => x.max(y),
+        }),
+        _ => match name {
+            "modulo" => return Err(format!("modulo: unknown type for {} (float64)", crate::value::go_float_g(bf))),
+            "add" => Val::Float(af + bf),
+            "subtract" => Val::Float(af - bf),
+            "multiply" => Val::Float(af * bf),
+            "divide" => Val::Float(af / bf),
+            // minimum/maximum keep the winner's own type.
+            "minimum" => if af < bf { a.clone() } else { b.clone() },
+            _ => if af > bf { a.clone() } else { b.clone() },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_helpers() {
+        let v = |x: &str| Val::str(x);
+        assert_eq!(helper("split", &[v(","), v(" a,b ")]), Ok(Val::Strs(Rc::new(vec!["a".into(), "b".into()]))));
+        assert_eq!(helper("replaceAll", &[v("-"), v("_"), v("a-b-c")]), Ok(v("a_b_c")));
+        assert_eq!(helper("base64Decode", &[v("aGk=\n")]), Ok(v("hi")));
+        assert!(helper("base64Decode", &[v("aGk")]).is_err());
+        assert_eq!(helper("base64URLEncode", &[v("\u{fb}\u{ff}")]), Ok(v("w7vDvw==")));
+        assert_eq!(helper("toTitle", &[v("hello wide-world don't foo_bar")]), Ok(v("Hello Wide-World Don't Foo_bar")));
+        assert_eq!(helper("indent", &[Val::Int(2), v("a\n\nb")]), Ok(v("  a\n\n  b")));
+        assert_eq!(helper("subtract", &[Val::Int(1), Val::Int(5)]), Ok(Val::Int(4)));
+        assert!(helper("join", &[v(","), Val::List(Rc::new(vec![]))]).is_err());
+        assert!(helper("toUpper", &[Val::Num("1".into())]).is_err());
+    }
+
+    #[test]
+    fn refusals_name_the_function() {
+        let e = refusal("env", crate::Pos { line: 1, col: 4 }).expect("refused").to_string();
+        assert!(e.starts_with("template:1:4: function \"env\" is not supported by vaultlet (the agent's environment"), "{e}");
+        assert!(e.contains("; supported: and, or, not"), "{e}");
+        assert!(refusal("toJSON", crate::Pos::default()).is_none());
+        let e = refusal("sprig_upper", crate::Pos::default()).expect("refused").to_string();
+        assert!(e.contains("Sprig"), "{e}");
+    }
+}
