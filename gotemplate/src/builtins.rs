@@ -55,7 +55,10 @@ pub fn arity(name: &str, args: &[Val], want: usize) -> Result<(), String> {
     if args.len() == want {
         Ok(())
     } else {
-        Err(format!("wrong number of args for {name}: want {want} got {}", args.len()))
+        Err(format!(
+            "wrong number of args for {name}: want {want} got {}",
+            args.len()
+        ))
     }
 }
 
@@ -82,7 +85,10 @@ fn int_index(v: &Val) -> Result<i64, String> {
     match v {
         Val::Int(i) => Ok(*i),
         Val::Nil => Err("cannot index slice/array with nil".into()),
-        other => Err(format!("cannot index slice/array with type {}", other.type_name())),
+        other => Err(format!(
+            "cannot index slice/array with type {}",
+            other.type_name()
+        )),
     }
 }
 
@@ -96,7 +102,12 @@ fn index(args: &[Val]) -> Result<Val, String> {
             Val::Map(m) => match k {
                 Val::Str(s) => m.get(&**s).cloned().unwrap_or(Val::Nil),
                 Val::Nil => return Err("value is nil; should be of type string".into()),
-                other => return Err(format!("value has type {}; should be string", other.type_name())),
+                other => {
+                    return Err(format!(
+                        "value has type {}; should be string",
+                        other.type_name()
+                    ));
+                }
             },
             Val::List(_) | Val::Strs(_) | Val::Str(_) | Val::Num(_) => {
                 let i = int_index(k)?;
@@ -117,7 +128,12 @@ fn index(args: &[Val]) -> Result<Val, String> {
                 }
             }
             Val::Nil => return Err("error calling index: index of untyped nil".into()),
-            other => return Err(format!("error calling index: can't index item of type {}", other.type_name())),
+            other => {
+                return Err(format!(
+                    "error calling index: can't index item of type {}",
+                    other.type_name()
+                ));
+            }
         };
     }
     Ok(v)
@@ -128,14 +144,22 @@ fn slice(args: &[Val]) -> Result<Val, String> {
         return Err("wrong number of args for slice: want at least 1 got 0".into());
     };
     if idx.len() > 3 {
-        return Err(format!("error calling slice: too many slice indexes: {}", idx.len()));
+        return Err(format!(
+            "error calling slice: too many slice indexes: {}",
+            idx.len()
+        ));
     }
     let len = match first {
         Val::Str(s) => s.len(),
         Val::List(l) => l.len(),
         Val::Strs(l) => l.len(),
         Val::Nil => return Err("error calling slice: slice of untyped nil".into()),
-        other => return Err(format!("error calling slice: can't slice item of type {}", other.type_name())),
+        other => {
+            return Err(format!(
+                "error calling slice: can't slice item of type {}",
+                other.type_name()
+            ));
+        }
     };
     if matches!(first, Val::Str(_)) && idx.len() == 3 {
         return Err("error calling slice: cannot 3-index slice a string".into());
@@ -152,7 +176,10 @@ fn slice(args: &[Val]) -> Result<Val, String> {
         ix[1] = len;
     }
     if ix[0] > ix[1] || (idx.len() == 3 && ix[1] > ix[2]) {
-        return Err(format!("error calling slice: invalid slice index: {} > {}", ix[0], ix[1]));
+        return Err(format!(
+            "error calling slice: invalid slice index: {} > {}",
+            ix[0], ix[1]
+        ));
     }
     Ok(match first {
         Val::Str(s) => {
@@ -230,7 +257,9 @@ fn eq(args: &[Val]) -> Result<bool, String> {
 
 fn order(a: &Val, b: &Val) -> Result<Ordering, String> {
     let (k1, k2) = (kind(a), kind(b));
-    if matches!(k1, Kind::Invalid | Kind::Bool | Kind::Other) || matches!(k2, Kind::Invalid | Kind::Bool | Kind::Other) {
+    if matches!(k1, Kind::Invalid | Kind::Bool | Kind::Other)
+        || matches!(k2, Kind::Invalid | Kind::Bool | Kind::Other)
+    {
         return Err("error calling lt: invalid type for comparison".into());
     }
     if k1 != k2 {
@@ -239,7 +268,10 @@ fn order(a: &Val, b: &Val) -> Result<Ordering, String> {
     Ok(match (a, b) {
         (Val::Int(x), Val::Int(y)) => x.cmp(y),
         (Val::Float(x), Val::Float(y)) => x.partial_cmp(y).unwrap_or(Ordering::Greater),
-        _ => a.as_str().unwrap_or_default().cmp(b.as_str().unwrap_or_default()),
+        _ => a
+            .as_str()
+            .unwrap_or_default()
+            .cmp(b.as_str().unwrap_or_default()),
     })
 }
 
@@ -295,7 +327,9 @@ pub fn urlquery(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             b => out.push_str(&format!("%{b:02X}")),
         }
@@ -314,7 +348,10 @@ mod tests {
     #[test]
     fn comparisons_follow_go_kinds() {
         let s = |x: &str| Val::str(x);
-        assert_eq!(c("eq", &[Val::Num("5".into()), s("5")]), Ok(Val::Bool(true)));
+        assert_eq!(
+            c("eq", &[Val::Num("5".into()), s("5")]),
+            Ok(Val::Bool(true))
+        );
         assert_eq!(c("eq", &[Val::Nil, s("x")]), Ok(Val::Bool(false)));
         assert_eq!(c("eq", &[s("a"), s("b"), s("a")]), Ok(Val::Bool(true)));
         assert!(c("eq", &[Val::Int(1), s("1")]).is_err());
@@ -330,13 +367,19 @@ mod tests {
         assert_eq!(c("index", &[l.clone(), Val::Int(1)]), Ok(Val::str("b")));
         assert!(c("index", &[l.clone(), Val::Int(2)]).is_err());
         assert_eq!(c("len", &[l.clone()]), Ok(Val::Int(2)));
-        assert_eq!(c("slice", &[Val::str("hello"), Val::Int(1), Val::Int(3)]), Ok(Val::str("el")));
+        assert_eq!(
+            c("slice", &[Val::str("hello"), Val::Int(1), Val::Int(3)]),
+            Ok(Val::str("el"))
+        );
         assert_eq!(c("index", &[Val::str("ab"), Val::Int(0)]), Ok(Val::Int(97)));
     }
 
     #[test]
     fn escapers() {
-        assert_eq!(html("<a href='x'>&\"</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&#34;&lt;/a&gt;");
+        assert_eq!(
+            html("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&#34;&lt;/a&gt;"
+        );
         assert_eq!(urlquery("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
         assert_eq!(js("a'b\"<=\n"), "a\\'b\\\"\\u003C\\u003D\\n");
     }

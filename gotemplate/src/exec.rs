@@ -31,7 +31,12 @@ pub struct Exec<'a> {
 
 impl<'a> Exec<'a> {
     /// A fresh execution of `tree`.
-    pub fn new(tree: &'a Tree, src: &'a str, source: &'a mut dyn SecretSource, limits: Limits) -> Self {
+    pub fn new(
+        tree: &'a Tree,
+        src: &'a str,
+        source: &'a mut dyn SecretSource,
+        limits: Limits,
+    ) -> Self {
         Exec {
             tree,
             src,
@@ -163,8 +168,15 @@ impl<'a> Exec<'a> {
         let mark = self.vars.len();
         let v = self.pipe(&b.pipe, dot, false)?;
         let items: Vec<(Val, Val)> = match &v {
-            Val::Map(m) => m.iter().map(|(k, x)| (Val::str(k.as_str()), x.clone())).collect(),
-            Val::List(l) => l.iter().enumerate().map(|(i, x)| (Val::Int(i as i64), x.clone())).collect(),
+            Val::Map(m) => m
+                .iter()
+                .map(|(k, x)| (Val::str(k.as_str()), x.clone()))
+                .collect(),
+            Val::List(l) => l
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (Val::Int(i as i64), x.clone()))
+                .collect(),
             Val::Strs(l) => l
                 .iter()
                 .enumerate()
@@ -172,7 +184,11 @@ impl<'a> Exec<'a> {
                 .collect(),
             Val::Int(n) => {
                 if b.pipe.vars.len() > 1 {
-                    return Err(self.err(b.pipe.at, &b.pipe.text, "can't use two variables ranging over an integer"));
+                    return Err(self.err(
+                        b.pipe.at,
+                        &b.pipe.text,
+                        "can't use two variables ranging over an integer",
+                    ));
                 }
                 if *n > self.limits.max_steps as i64 {
                     return Err(Error::Limit {
@@ -188,7 +204,10 @@ impl<'a> Exec<'a> {
                 return Err(self.err(
                     b.pipe.at,
                     &b.pipe.text,
-                    format!("range can't iterate over {}", print_value(other).unwrap_or_default()),
+                    format!(
+                        "range can't iterate over {}",
+                        print_value(other).unwrap_or_default()
+                    ),
                 ));
             }
         };
@@ -257,7 +276,10 @@ impl<'a> Exec<'a> {
         if cmd.args.len() > 1 || fin.is_some() {
             let what = match first {
                 Arg::Field(f) | Arg::Var(_, f) | Arg::Chain(_, f) if !f.is_empty() => {
-                    format!("{} is not a method but has arguments", f.last().map_or("", |s| s.as_str()))
+                    format!(
+                        "{} is not a method but has arguments",
+                        f.last().map_or("", |s| s.as_str())
+                    )
                 }
                 _ => "can't give argument to non-function".to_string(),
             };
@@ -286,7 +308,9 @@ impl<'a> Exec<'a> {
                     .rev()
                     .find(|(n, _)| n == name)
                     .map(|(_, v)| v.clone())
-                    .ok_or_else(|| self.err(p.at, &p.text, format!("undefined variable: {name}")))?;
+                    .ok_or_else(|| {
+                        self.err(p.at, &p.text, format!("undefined variable: {name}"))
+                    })?;
                 self.fields(v, f, p)?
             }
             Arg::Func(name, at) => funcs::call(self, name, *at, &[], p, dot, None)?,
@@ -331,7 +355,11 @@ pub fn field(v: &Val, name: &str) -> Result<Val, String> {
             "RequestID" => Val::str(s.request_id.as_str()),
             "Warnings" => Val::Strs(std::rc::Rc::new(s.warnings.clone())),
             "Auth" | "WrapInfo" => Val::Nil,
-            _ => return Err(format!("can't evaluate field {name} in type *dependency.Secret")),
+            _ => {
+                return Err(format!(
+                    "can't evaluate field {name} in type *dependency.Secret"
+                ));
+            }
         }),
         Val::Pem(pem) => Ok(match name {
             "Cert" => Val::str(pem.cert.as_str()),
@@ -339,9 +367,16 @@ pub fn field(v: &Val, name: &str) -> Result<Val, String> {
             "CA" => Val::str(pem.ca.as_str()),
             "CAChain" => Val::Strs(std::rc::Rc::new(pem.ca_chain.clone())),
             "Data" => v.clone(),
-            _ => return Err(format!("can't evaluate field {name} in type dependency.PemEncoded")),
+            _ => {
+                return Err(format!(
+                    "can't evaluate field {name} in type dependency.PemEncoded"
+                ));
+            }
         }),
         Val::Nil => Err(format!("nil pointer evaluating interface {{}}.{name}")),
-        other => Err(format!("can't evaluate field {name} in type {}", other.type_name())),
+        other => Err(format!(
+            "can't evaluate field {name} in type {}",
+            other.type_name()
+        )),
     }
 }

@@ -79,7 +79,12 @@ pub fn sprintf(format: &str, args: &[Val]) -> Result<String, String> {
         let num = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
             let mut n: Option<usize> = None;
             while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-                n = Some(n.unwrap_or(0).saturating_mul(10).saturating_add(d as usize).min(1 << 16));
+                n = Some(
+                    n.unwrap_or(0)
+                        .saturating_mul(10)
+                        .saturating_add(d as usize)
+                        .min(1 << 16),
+                );
                 chars.next();
             }
             n
@@ -94,7 +99,9 @@ pub fn sprintf(format: &str, args: &[Val]) -> Result<String, String> {
             break;
         };
         if verb == '*' || verb == '[' {
-            return Err("printf: '*' widths and argument indexes are not supported by vaultlet".into());
+            return Err(
+                "printf: '*' widths and argument indexes are not supported by vaultlet".into(),
+            );
         }
         if verb == '%' {
             out.push('%');
@@ -220,8 +227,16 @@ fn fmt_str(whole: &Val, s: &str, spec: &Spec) -> Result<String, String> {
             let parts: Vec<String> = bytes
                 .iter()
                 .map(|b| {
-                    let h = if spec.verb == 'x' { format!("{b:02x}") } else { format!("{b:02X}") };
-                    if spec.sharp { format!("0{}{h}", spec.verb) } else { h }
+                    let h = if spec.verb == 'x' {
+                        format!("{b:02x}")
+                    } else {
+                        format!("{b:02X}")
+                    };
+                    if spec.sharp {
+                        format!("0{}{h}", spec.verb)
+                    } else {
+                        h
+                    }
                 })
                 .collect();
             parts.join(if spec.space { " " } else { "" })
@@ -291,11 +306,17 @@ fn fmt_int(v: &Val, i: i64, spec: &Spec) -> Result<String, String> {
         'o' => format!("{}{u:o}", if spec.sharp { "0" } else { "" }),
         'b' => format!("{u:b}"),
         'c' => {
-            let c = u32::try_from(i).ok().and_then(char::from_u32).unwrap_or('\u{FFFD}');
+            let c = u32::try_from(i)
+                .ok()
+                .and_then(char::from_u32)
+                .unwrap_or('\u{FFFD}');
             return Ok(pad(c.to_string(), spec, false));
         }
         'q' => {
-            let c = u32::try_from(i).ok().and_then(char::from_u32).unwrap_or('\u{FFFD}');
+            let c = u32::try_from(i)
+                .ok()
+                .and_then(char::from_u32)
+                .unwrap_or('\u{FFFD}');
             let q = go_quote(&c.to_string(), spec.plus);
             let inner = q[1..q.len() - 1].replace("\\\"", "\"").replace('\'', "\\'");
             return Ok(pad(format!("'{inner}'"), spec, false));
@@ -328,7 +349,11 @@ fn fmt_float(v: &Val, f: f64, spec: &Spec) -> Result<String, String> {
             let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
             let e: i32 = e.parse().unwrap_or(0);
             let s = format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
-            if spec.verb == 'E' { s.to_uppercase() } else { s }
+            if spec.verb == 'E' {
+                s.to_uppercase()
+            } else {
+                s
+            }
         }
         ('v' | 'g', Some(_)) => {
             return Err("printf: %g with a precision is not supported by vaultlet".into());
@@ -351,13 +376,46 @@ mod tests {
     #[test]
     fn printf_matches_go() {
         let f = |fmt: &str, args: &[Val]| sprintf(fmt, args).expect("formats");
-        assert_eq!(f("%5s|%-5s|%05d|%x|%X|%q", &[s("ab"), s("ab"), Val::Int(42), s("hi"), Val::Int(255), Val::Int('x' as i64)]), "   ab|ab   |00042|6869|FF|'x'");
-        assert_eq!(f("%s|%v|%d", &[Val::Nil, Val::Nil, Val::Nil]), "%!s(<nil>)|<nil>|%!d(<nil>)");
-        assert_eq!(f("%d %s", &[Val::Num("12".into()), Val::Int(3)]), "%!d(json.Number=12) %!s(int=3)");
+        assert_eq!(
+            f(
+                "%5s|%-5s|%05d|%x|%X|%q",
+                &[
+                    s("ab"),
+                    s("ab"),
+                    Val::Int(42),
+                    s("hi"),
+                    Val::Int(255),
+                    Val::Int('x' as i64)
+                ]
+            ),
+            "   ab|ab   |00042|6869|FF|'x'"
+        );
+        assert_eq!(
+            f("%s|%v|%d", &[Val::Nil, Val::Nil, Val::Nil]),
+            "%!s(<nil>)|<nil>|%!d(<nil>)"
+        );
+        assert_eq!(
+            f("%d %s", &[Val::Num("12".into()), Val::Int(3)]),
+            "%!d(json.Number=12) %!s(int=3)"
+        );
         assert_eq!(f("%s %s", &[s("a")]), "a %!s(MISSING)");
         assert_eq!(f("%s", &[s("a"), s("b")]), "a%!(EXTRA string=b)");
-        assert_eq!(f("%q % x", &[s("a\"b\n\u{e9}\x01"), s("hi")]), "\"a\\\"b\\né\\x01\" 68 69");
-        assert_eq!(f("%.2f %e %v %v", &[Val::Float(2.0), Val::Float(1e6), Val::Float(1e6), Val::Float(0.5)]), "2.00 1.000000e+06 1e+06 0.5");
+        assert_eq!(
+            f("%q % x", &[s("a\"b\n\u{e9}\x01"), s("hi")]),
+            "\"a\\\"b\\né\\x01\" 68 69"
+        );
+        assert_eq!(
+            f(
+                "%.2f %e %v %v",
+                &[
+                    Val::Float(2.0),
+                    Val::Float(1e6),
+                    Val::Float(1e6),
+                    Val::Float(0.5)
+                ]
+            ),
+            "2.00 1.000000e+06 1e+06 0.5"
+        );
         let list = Val::List(Rc::new(vec![s("a"), Val::Int(1), Val::Nil]));
         assert_eq!(f("%s", &[list]), "[a %!s(int=1) <nil>]");
         assert_eq!(f("100%%", &[]), "100%");
@@ -365,12 +423,18 @@ mod tests {
 
     #[test]
     fn print_spacing_and_maps() {
-        assert_eq!(sprint(&[Val::Int(1), Val::Int(2), s("a"), s("b"), Val::Int(3)]).expect("ok"), "1 2ab3");
+        assert_eq!(
+            sprint(&[Val::Int(1), Val::Int(2), s("a"), s("b"), Val::Int(3)]).expect("ok"),
+            "1 2ab3"
+        );
         assert_eq!(sprintln(&[s("x"), Val::Int(1)]).expect("ok"), "x 1\n");
         let mut m = BTreeMap::new();
         m.insert("b".to_string(), Val::Int(2));
         m.insert("a".to_string(), Val::Strs(Rc::new(vec!["x".into()])));
-        assert_eq!(print_value(&Val::Map(Rc::new(m))).expect("ok"), "map[a:[x] b:2]");
+        assert_eq!(
+            print_value(&Val::Map(Rc::new(m))).expect("ok"),
+            "map[a:[x] b:2]"
+        );
         assert_eq!(print_value(&Val::Nil).expect("ok"), "<no value>");
     }
 }

@@ -17,24 +17,68 @@ use crate::{SecretKind, SecretRequest, vault, yaml};
 
 /// consul-template's functions this engine implements.
 pub const SUPPORTED: &[&str] = &[
-    "secret", "secrets", "pkiCert", "toJSON", "toJSONPretty", "toUnescapedJSON",
-    "toUnescapedJSONPretty", "toYAML", "toLower", "toUpper", "toTitle", "trimSpace", "trim",
-    "trimPrefix", "trimSuffix", "split", "join", "replaceAll", "contains", "in", "base64Encode",
-    "base64Decode", "base64URLEncode", "base64URLDecode", "parseJSON", "parseBool", "parseInt",
-    "parseFloat", "parseUint", "indent", "add", "subtract", "multiply", "divide", "modulo",
-    "minimum", "maximum", "loop",
+    "secret",
+    "secrets",
+    "pkiCert",
+    "toJSON",
+    "toJSONPretty",
+    "toUnescapedJSON",
+    "toUnescapedJSONPretty",
+    "toYAML",
+    "toLower",
+    "toUpper",
+    "toTitle",
+    "trimSpace",
+    "trim",
+    "trimPrefix",
+    "trimSuffix",
+    "split",
+    "join",
+    "replaceAll",
+    "contains",
+    "in",
+    "base64Encode",
+    "base64Decode",
+    "base64URLEncode",
+    "base64URLDecode",
+    "parseJSON",
+    "parseBool",
+    "parseInt",
+    "parseFloat",
+    "parseUint",
+    "indent",
+    "add",
+    "subtract",
+    "multiply",
+    "divide",
+    "modulo",
+    "minimum",
+    "maximum",
+    "loop",
 ];
 
 /// Functions consul-template has that vaultlet refuses, and why.
 const REFUSED: &[(&str, &str)] = &[
-    ("env", "the agent's environment is not the application's; put the value in Vault"),
-    ("mustEnv", "the agent's environment is not the application's; put the value in Vault"),
-    ("envOrDefault", "the agent's environment is not the application's; put the value in Vault"),
+    (
+        "env",
+        "the agent's environment is not the application's; put the value in Vault",
+    ),
+    (
+        "mustEnv",
+        "the agent's environment is not the application's; put the value in Vault",
+    ),
+    (
+        "envOrDefault",
+        "the agent's environment is not the application's; put the value in Vault",
+    ),
     ("file", "templates may not read the agent's files"),
     ("plugin", "templates may not run programs"),
     ("writeToFile", "templates may not write files"),
     ("executeTemplate", "use {{template}} instead"),
-    ("timestamp", "time-dependent output re-renders on every refresh"),
+    (
+        "timestamp",
+        "time-dependent output re-renders on every refresh",
+    ),
     ("regexReplaceAll", "Go's RE2 syntax is not reproduced"),
     ("regexMatch", "Go's RE2 syntax is not reproduced"),
     ("sockaddr", "host network lookups"),
@@ -52,12 +96,45 @@ const REFUSED: &[(&str, &str)] = &[
 
 /// Consul, Nomad and helper functions of consul-template with no Vault use.
 const CONSUL: &[&str] = &[
-    "key", "keyExists", "keyOrDefault", "ls", "safeLs", "tree", "safeTree", "node", "nodes",
-    "service", "services", "connect", "datacenters", "partitions", "peerings", "caRoots", "caLeaf",
-    "exportedServices", "byKey", "byPort", "byTag", "byMeta", "explode", "explodeMap", "mergeMap",
-    "mergeMapWithOverride", "containsAll", "containsAny", "containsNone", "containsNotAll",
-    "splitToMap", "scratch", "nomadServices", "nomadService", "nomadVarList", "nomadVarListSafe",
-    "nomadVar", "nomadVarExists", "pkiSign",
+    "key",
+    "keyExists",
+    "keyOrDefault",
+    "ls",
+    "safeLs",
+    "tree",
+    "safeTree",
+    "node",
+    "nodes",
+    "service",
+    "services",
+    "connect",
+    "datacenters",
+    "partitions",
+    "peerings",
+    "caRoots",
+    "caLeaf",
+    "exportedServices",
+    "byKey",
+    "byPort",
+    "byTag",
+    "byMeta",
+    "explode",
+    "explodeMap",
+    "mergeMap",
+    "mergeMapWithOverride",
+    "containsAll",
+    "containsAny",
+    "containsNone",
+    "containsNotAll",
+    "splitToMap",
+    "scratch",
+    "nomadServices",
+    "nomadService",
+    "nomadVarList",
+    "nomadVarListSafe",
+    "nomadVar",
+    "nomadVarExists",
+    "pkiSign",
 ];
 
 /// Every supported name (Go builtins, then consul-template functions), comma-separated.
@@ -125,11 +202,22 @@ pub fn call(
     Ok(result)
 }
 
-fn and_or(ex: &mut Exec<'_>, is_and: bool, args: &[Arg], p: &Pipe, dot: &Val, fin: Option<Val>) -> Result<Val> {
+fn and_or(
+    ex: &mut Exec<'_>,
+    is_and: bool,
+    args: &[Arg],
+    p: &Pipe,
+    dot: &Val,
+    fin: Option<Val>,
+) -> Result<Val> {
     let total = args.len() + usize::from(fin.is_some());
     if total == 0 {
         let n = if is_and { "and" } else { "or" };
-        return Err(ex.err(p.at, &p.text, format!("wrong number of args for {n}: want at least 1 got 0")));
+        return Err(ex.err(
+            p.at,
+            &p.text,
+            format!("wrong number of args for {n}: want at least 1 got 0"),
+        ));
     }
     let mut last = Val::Nil;
     for a in args {
@@ -144,7 +232,9 @@ fn and_or(ex: &mut Exec<'_>, is_and: bool, args: &[Arg], p: &Pipe, dot: &Val, fi
 fn vault_call(ex: &mut Exec<'_>, name: &str, at: usize, vals: &[Val], p: &Pipe) -> Result<Val> {
     let mut strs = Vec::with_capacity(vals.len());
     for v in vals {
-        strs.push(want_str(v).map_err(|m| ex.err(at, &p.text, format!("error calling {name}: {m}")))?);
+        strs.push(
+            want_str(v).map_err(|m| ex.err(at, &p.text, format!("error calling {name}: {m}")))?,
+        );
     }
     let Some((path, rest)) = strs.split_first() else {
         return Ok(Val::Nil);
@@ -156,9 +246,17 @@ fn vault_call(ex: &mut Exec<'_>, name: &str, at: usize, vals: &[Val], p: &Pipe) 
         _ => SecretKind::Write,
     };
     if kind == SecretKind::List && !rest.is_empty() {
-        return Err(ex.err(at, &p.text, format!("wrong number of args for secrets: want 1 got {}", strs.len())));
+        return Err(ex.err(
+            at,
+            &p.text,
+            format!(
+                "wrong number of args for secrets: want 1 got {}",
+                strs.len()
+            ),
+        ));
     }
-    let req = SecretRequest::new(kind, path, rest).map_err(|m| ex.err(at, &p.text, format!("error calling {name}: {m}")))?;
+    let req = SecretRequest::new(kind, path, rest)
+        .map_err(|m| ex.err(at, &p.text, format!("error calling {name}: {m}")))?;
     let key = format!("{kind:?}\u{0}{}\u{0}{:?}", req.path, req.data);
     if let Some(v) = ex.cache.get(&key) {
         return Ok(v.clone());
@@ -185,7 +283,10 @@ pub fn want_str(v: &Val) -> Result<&str, String> {
     match v {
         Val::Str(s) => Ok(s),
         Val::Nil => Err("invalid value; expected string".into()),
-        other => Err(format!("wrong type for value; expected string; got {}", other.type_name())),
+        other => Err(format!(
+            "wrong type for value; expected string; got {}",
+            other.type_name()
+        )),
     }
 }
 
@@ -217,15 +318,22 @@ fn decode_b64(alpha: &alphabet::Alphabet, name: &str, text: &str) -> Result<Val,
     let bytes = b64(alpha)
         .decode(clean.as_bytes())
         .map_err(|e| format!("{name}: illegal base64 data ({e})"))?;
-    String::from_utf8(bytes)
-        .map(Val::from_string)
-        .map_err(|_| format!("{name}: the decoded bytes are not UTF-8 text, which vaultlet does not render"))
+    String::from_utf8(bytes).map(Val::from_string).map_err(|_| {
+        format!("{name}: the decoded bytes are not UTF-8 text, which vaultlet does not render")
+    })
 }
 
 fn helper(name: &str, v: &[Val]) -> Result<Val, String> {
     let enc = |v: &[Val], escape_html: bool, pretty: bool| {
         arity(name, v, 1)?;
-        json::encode(&v[0], Style { escape_html, pretty }).map(s)
+        json::encode(
+            &v[0],
+            Style {
+                escape_html,
+                pretty,
+            },
+        )
+        .map(s)
     };
     Ok(match name {
         "toJSON" => enc(v, true, false)?,
@@ -236,8 +344,14 @@ fn helper(name: &str, v: &[Val]) -> Result<Val, String> {
             arity(name, v, 1)?;
             s(yaml::encode(&v[0])?.trim())
         }
-        "toLower" => s(strs::<1>(name, v)?[0].chars().flat_map(char::to_lowercase).collect::<String>()),
-        "toUpper" => s(strs::<1>(name, v)?[0].chars().flat_map(char::to_uppercase).collect::<String>()),
+        "toLower" => s(strs::<1>(name, v)?[0]
+            .chars()
+            .flat_map(char::to_lowercase)
+            .collect::<String>()),
+        "toUpper" => s(strs::<1>(name, v)?[0]
+            .chars()
+            .flat_map(char::to_uppercase)
+            .collect::<String>()),
         "toTitle" => s(title(strs::<1>(name, v)?[0])?),
         "trimSpace" => s(strs::<1>(name, v)?[0].trim()),
         "trim" => {
@@ -269,7 +383,12 @@ fn helper(name: &str, v: &[Val]) -> Result<Val, String> {
             let sep = want_str(&v[0])?;
             match &v[1] {
                 Val::Strs(l) => s(l.join(sep)),
-                other => return Err(format!("wrong type for value; expected []string; got {}", other.type_name())),
+                other => {
+                    return Err(format!(
+                        "wrong type for value; expected []string; got {}",
+                        other.type_name()
+                    ));
+                }
             }
         }
         "replaceAll" => {
@@ -301,7 +420,11 @@ fn helper(name: &str, v: &[Val]) -> Result<Val, String> {
             Val::Bool(match x {
                 "" | "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
                 "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
-                _ => return Err(format!("parseBool: strconv.ParseBool: parsing {x:?}: invalid syntax")),
+                _ => {
+                    return Err(format!(
+                        "parseBool: strconv.ParseBool: parsing {x:?}: invalid syntax"
+                    ));
+                }
             })
         }
         "parseInt" | "parseUint" => {
@@ -309,11 +432,20 @@ fn helper(name: &str, v: &[Val]) -> Result<Val, String> {
             if x.is_empty() {
                 Val::Int(0)
             } else {
-                let n: i64 = x
-                    .parse()
-                    .map_err(|_| format!("{name}: strconv.{}: parsing {x:?}: invalid syntax", if name == "parseInt" { "ParseInt" } else { "ParseUint" }))?;
+                let n: i64 = x.parse().map_err(|_| {
+                    format!(
+                        "{name}: strconv.{}: parsing {x:?}: invalid syntax",
+                        if name == "parseInt" {
+                            "ParseInt"
+                        } else {
+                            "ParseUint"
+                        }
+                    )
+                })?;
                 if name == "parseUint" && (n < 0 || x.starts_with('+')) {
-                    return Err(format!("{name}: strconv.ParseUint: parsing {x:?}: invalid syntax"));
+                    return Err(format!(
+                        "{name}: strconv.ParseUint: parsing {x:?}: invalid syntax"
+                    ));
                 }
                 Val::Int(n)
             }
@@ -327,16 +459,22 @@ fn helper(name: &str, v: &[Val]) -> Result<Val, String> {
                     x.parse::<f64>()
                         .ok()
                         .filter(|f| f.is_finite())
-                        .ok_or_else(|| format!("parseFloat: strconv.ParseFloat: parsing {x:?}: invalid syntax"))?,
+                        .ok_or_else(|| {
+                            format!("parseFloat: strconv.ParseFloat: parsing {x:?}: invalid syntax")
+                        })?,
                 )
             }
         }
         "indent" => {
             arity(name, v, 2)?;
             let Val::Int(n) = v[0] else {
-                return Err(format!("wrong type for value; expected int; got {}", v[0].type_name()));
+                return Err(format!(
+                    "wrong type for value; expected int; got {}",
+                    v[0].type_name()
+                ));
             };
-            let n = usize::try_from(n).map_err(|_| "indent value must be a positive integer".to_string())?;
+            let n = usize::try_from(n)
+                .map_err(|_| "indent value must be a positive integer".to_string())?;
             s(indent(n.min(1 << 16), want_str(&v[1])?))
         }
         "add" | "subtract" | "multiply" | "divide" | "modulo" | "minimum" | "maximum" => {
@@ -347,7 +485,12 @@ fn helper(name: &str, v: &[Val]) -> Result<Val, String> {
             let (from, to) = match v {
                 [to] => (0, loop_int(to)?),
                 [from, to] => (loop_int(from)?, loop_int(to)?),
-                _ => return Err(format!("loop: wrong number of arguments, expected 1 or 2, but got {}", v.len())),
+                _ => {
+                    return Err(format!(
+                        "loop: wrong number of arguments, expected 1 or 2, but got {}",
+                        v.len()
+                    ));
+                }
             };
             if to.saturating_sub(from) > 1_000_000 {
                 return Err("loop: more than 1000000 iterations".into());
@@ -361,7 +504,9 @@ fn helper(name: &str, v: &[Val]) -> Result<Val, String> {
 fn loop_int(v: &Val) -> Result<i64, String> {
     match v {
         Val::Int(i) => Ok(*i),
-        Val::Str(x) => x.parse().map_err(|_| format!("parseInt: strconv.ParseInt: parsing {x:?}: invalid syntax")),
+        Val::Str(x) => x
+            .parse()
+            .map_err(|_| format!("parseInt: strconv.ParseInt: parsing {x:?}: invalid syntax")),
         other => Err(format!("loop: bad argument type: {}", other.type_name())),
     }
 }
@@ -436,7 +581,11 @@ fn math(name: &str, a: &Val, b: &Val) -> Result<Val, String> {
     let num = |v: &Val| match v {
         Val::Int(i) => Ok((Some(*i), *i as f64)),
         Val::Float(f) => Ok((None, *f)),
-        other => Err(format!("{name}: unknown type for {:?} ({})", crate::format::sprint(std::slice::from_ref(other)).unwrap_or_default(), other.type_name())),
+        other => Err(format!(
+            "{name}: unknown type for {:?} ({})",
+            crate::format::sprint(std::slice::from_ref(other)).unwrap_or_default(),
+            other.type_name()
+        )),
     };
     let ((ai, af), (bi, bf)) = (num(a)?, num(b)?);
     Ok(match (ai, bi) {
@@ -444,21 +593,40 @@ fn math(name: &str, a: &Val, b: &Val) -> Result<Val, String> {
             "add" => x.wrapping_add(y),
             "subtract" => x.wrapping_sub(y),
             "multiply" => x.wrapping_mul(y),
-            "divide" | "modulo" if y == 0 => return Err("runtime error: integer divide by zero".into()),
+            "divide" | "modulo" if y == 0 => {
+                return Err("runtime error: integer divide by zero".into());
+            }
             "divide" => x.wrapping_div(y),
             "modulo" => x.wrapping_rem(y),
             "minimum" => x.min(y),
             _ => x.max(y),
         }),
         _ => match name {
-            "modulo" => return Err(format!("modulo: unknown type for {} (float64)", crate::value::go_float_g(bf))),
+            "modulo" => {
+                return Err(format!(
+                    "modulo: unknown type for {} (float64)",
+                    crate::value::go_float_g(bf)
+                ));
+            }
             "add" => Val::Float(af + bf),
             "subtract" => Val::Float(af - bf),
             "multiply" => Val::Float(af * bf),
             "divide" => Val::Float(af / bf),
             // minimum/maximum keep the winner's own type.
-            "minimum" => if af < bf { a.clone() } else { b.clone() },
-            _ => if af > bf { a.clone() } else { b.clone() },
+            "minimum" => {
+                if af < bf {
+                    a.clone()
+                } else {
+                    b.clone()
+                }
+            }
+            _ => {
+                if af > bf {
+                    a.clone()
+                } else {
+                    b.clone()
+                }
+            }
         },
     })
 }
@@ -470,25 +638,47 @@ mod tests {
     #[test]
     fn string_helpers() {
         let v = |x: &str| Val::str(x);
-        assert_eq!(helper("split", &[v(","), v(" a,b ")]), Ok(Val::Strs(Rc::new(vec!["a".into(), "b".into()]))));
-        assert_eq!(helper("replaceAll", &[v("-"), v("_"), v("a-b-c")]), Ok(v("a_b_c")));
+        assert_eq!(
+            helper("split", &[v(","), v(" a,b ")]),
+            Ok(Val::Strs(Rc::new(vec!["a".into(), "b".into()])))
+        );
+        assert_eq!(
+            helper("replaceAll", &[v("-"), v("_"), v("a-b-c")]),
+            Ok(v("a_b_c"))
+        );
         assert_eq!(helper("base64Decode", &[v("aGk=\n")]), Ok(v("hi")));
         assert!(helper("base64Decode", &[v("aGk")]).is_err());
-        assert_eq!(helper("base64URLEncode", &[v("\u{fb}\u{ff}")]), Ok(v("w7vDvw==")));
-        assert_eq!(helper("toTitle", &[v("hello wide-world don't foo_bar")]), Ok(v("Hello Wide-World Don't Foo_bar")));
-        assert_eq!(helper("indent", &[Val::Int(2), v("a\n\nb")]), Ok(v("  a\n\n  b")));
-        assert_eq!(helper("subtract", &[Val::Int(1), Val::Int(5)]), Ok(Val::Int(4)));
+        assert_eq!(
+            helper("base64URLEncode", &[v("\u{fb}\u{ff}")]),
+            Ok(v("w7vDvw=="))
+        );
+        assert_eq!(
+            helper("toTitle", &[v("hello wide-world don't foo_bar")]),
+            Ok(v("Hello Wide-World Don't Foo_bar"))
+        );
+        assert_eq!(
+            helper("indent", &[Val::Int(2), v("a\n\nb")]),
+            Ok(v("  a\n\n  b"))
+        );
+        assert_eq!(
+            helper("subtract", &[Val::Int(1), Val::Int(5)]),
+            Ok(Val::Int(4))
+        );
         assert!(helper("join", &[v(","), Val::List(Rc::new(vec![]))]).is_err());
         assert!(helper("toUpper", &[Val::Num("1".into())]).is_err());
     }
 
     #[test]
     fn refusals_name_the_function() {
-        let e = refusal("env", crate::Pos { line: 1, col: 4 }).expect("refused").to_string();
+        let e = refusal("env", crate::Pos { line: 1, col: 4 })
+            .expect("refused")
+            .to_string();
         assert!(e.starts_with("template:1:4: function \"env\" is not supported by vaultlet (the agent's environment"), "{e}");
         assert!(e.contains("; supported: and, or, not"), "{e}");
         assert!(refusal("toJSON", crate::Pos::default()).is_none());
-        let e = refusal("sprig_upper", crate::Pos::default()).expect("refused").to_string();
+        let e = refusal("sprig_upper", crate::Pos::default())
+            .expect("refused")
+            .to_string();
         assert!(e.contains("Sprig"), "{e}");
     }
 }

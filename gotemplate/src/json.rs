@@ -22,7 +22,10 @@ pub fn parse(text: &str, numbers_as_text: bool) -> Result<Val, String> {
     let v = p.value(0)?;
     p.ws();
     if p.i != p.b.len() {
-        return Err(format!("invalid character after top-level value at offset {}", p.i));
+        return Err(format!(
+            "invalid character after top-level value at offset {}",
+            p.i
+        ));
     }
     Ok(v)
 }
@@ -265,7 +268,9 @@ fn enc(v: &Val, style: Style, depth: usize, out: &mut String) -> Result<(), Stri
         Val::Int(i) => out.push_str(&i.to_string()),
         Val::Float(f) => out.push_str(&go_float_json(*f)),
         Val::List(l) => {
-            list(l.iter(), style, depth, out, |x, o| enc(x, style, depth + 1, o))?;
+            list(l.iter(), style, depth, out, |x, o| {
+                enc(x, style, depth + 1, o)
+            })?;
         }
         Val::Strs(l) => {
             list(l.iter(), style, depth, out, |x, o| {
@@ -360,8 +365,11 @@ mod tests {
 
     #[test]
     fn round_trips_like_go() {
-        let v = parse(r#"{"b":[1,"x<y>&z",true,null,{}],"a":1e6,"c":"\u2028\b\u0001"}"#, true)
-            .expect("parses");
+        let v = parse(
+            r#"{"b":[1,"x<y>&z",true,null,{}],"a":1e6,"c":"\u2028\b\u0001"}"#,
+            true,
+        )
+        .expect("parses");
         assert_eq!(
             encode(&v, COMPACT).expect("encodes"),
             r#"{"a":1e6,"b":[1,"x\u003cy\u003e\u0026z",true,null,{}],"c":"\u2028\b\u0001"}"#

@@ -79,7 +79,8 @@ pub fn lex(src: &str) -> Result<Vec<Spanned>> {
             break;
         };
         // `{{- ` trims the text before it.
-        let trim_left = b.get(open + 2) == Some(&b'-') && b.get(open + 3).is_some_and(|c| is_blank(*c));
+        let trim_left =
+            b.get(open + 2) == Some(&b'-') && b.get(open + 3).is_some_and(|c| is_blank(*c));
         if trim_left {
             text = text.trim_end_matches([' ', '\t', '\r', '\n']);
         }
@@ -256,7 +257,11 @@ fn lex_action(src: &str, mut i: usize, out: &mut Vec<Spanned>) -> Result<(usize,
             b'0'..=b'9' | b'+' | b'-' => {
                 let k = number_end(b, i);
                 if k == i + 1 && !c.is_ascii_digit() {
-                    return Err(perr(src, i, format!("unexpected {:?} in command", c as char)));
+                    return Err(perr(
+                        src,
+                        i,
+                        format!("unexpected {:?} in command", c as char),
+                    ));
                 }
                 out.push((Tok::Num(src[i..k].to_string()), start));
                 i = k;
@@ -301,7 +306,11 @@ fn number_end(b: &[u8], mut i: usize) -> usize {
     let mut prev = 0u8;
     while let Some(&c) = b.get(i) {
         let exp_sign = matches!(c, b'+' | b'-')
-            && if hex { matches!(prev, b'p' | b'P') } else { matches!(prev, b'e' | b'E') };
+            && if hex {
+                matches!(prev, b'p' | b'P')
+            } else {
+                matches!(prev, b'e' | b'E')
+            };
         if c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || exp_sign {
             prev = c;
             i += 1;
@@ -362,10 +371,17 @@ fn lex_quoted(src: &str, i: usize) -> Result<(String, usize)> {
                 if e == 'x' || radix == 8 {
                     // A byte: only ASCII keeps the string valid UTF-8.
                     if v >= 0x80 {
-                        return Err(perr(src, i + 1 + o, "non-ASCII byte escape is not supported"));
+                        return Err(perr(
+                            src,
+                            i + 1 + o,
+                            "non-ASCII byte escape is not supported",
+                        ));
                     }
                 }
-                out.push(char::from_u32(v).ok_or_else(|| perr(src, i + 1 + o, "invalid Unicode escape"))?);
+                out.push(
+                    char::from_u32(v)
+                        .ok_or_else(|| perr(src, i + 1 + o, "invalid Unicode escape"))?,
+                );
             }
             c => out.push(c),
         }
@@ -402,7 +418,11 @@ mod tests {
     use super::*;
 
     fn toks(src: &str) -> Vec<Tok> {
-        lex(src).expect("lexes").into_iter().map(|(t, _)| t).collect()
+        lex(src)
+            .expect("lexes")
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect()
     }
 
     #[test]
@@ -419,9 +439,15 @@ mod tests {
                 Tok::Text("d".into()),
             ]
         );
-        assert_eq!(toks("x {{- /* c */ -}} y"), vec![Tok::Text("x".into()), Tok::Text("y".into())]);
+        assert_eq!(
+            toks("x {{- /* c */ -}} y"),
+            vec![Tok::Text("x".into()), Tok::Text("y".into())]
+        );
         // `{{-3}}` is the number -3, not a trim marker.
-        assert_eq!(toks("{{-3}}"), vec![Tok::Open, Tok::Num("-3".into()), Tok::Close]);
+        assert_eq!(
+            toks("{{-3}}"),
+            vec![Tok::Open, Tok::Num("-3".into()), Tok::Close]
+        );
     }
 
     #[test]

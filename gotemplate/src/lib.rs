@@ -130,7 +130,9 @@ fn collect_calls(src: &str, p: &parse::Pipe, out: &mut Vec<SecretCall>) {
                 collect_calls(src, inner, out);
             }
         }
-        let Some(parse::Arg::Func(name, at)) = cmd.args.first() else { continue };
+        let Some(parse::Arg::Func(name, at)) = cmd.args.first() else {
+            continue;
+        };
         let kind = match name.as_str() {
             "secret" if cmd.args.len() > 2 => SecretKind::Write,
             "secret" => SecretKind::Read,
@@ -171,7 +173,10 @@ fn check_nesting(src: &str) -> Result<()> {
             depth = depth.saturating_sub(1);
         } else if src[i..].starts_with("{{") {
             let rest = src[i + 2..].trim_start_matches(['-', ' ', '\t', '\r', '\n']);
-            if ["if", "with", "range", "define", "block"].iter().any(|k| rest.starts_with(k)) {
+            if ["if", "with", "range", "define", "block"]
+                .iter()
+                .any(|k| rest.starts_with(k))
+            {
                 depth += 1;
             } else if rest.starts_with("end") {
                 depth = depth.saturating_sub(1);

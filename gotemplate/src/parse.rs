@@ -151,9 +151,7 @@ impl Parser<'_> {
     }
 
     fn at(&self) -> usize {
-        self.toks
-            .get(self.i)
-            .map_or(self.src.len(), |(_, o)| *o)
+        self.toks.get(self.i).map_or(self.src.len(), |(_, o)| *o)
     }
 
     fn next(&mut self) -> Option<Spanned> {
@@ -200,15 +198,22 @@ impl Parser<'_> {
                         "if" | "with" | "range" => list.push(self.control(&word, at)?),
                         "break" | "continue" => {
                             if self.range_depth == 0 {
-                                return Err(self.err_at(at, format!("{{{{{word}}}}} outside {{{{range}}}}")));
+                                return Err(self
+                                    .err_at(at, format!("{{{{{word}}}}} outside {{{{range}}}}")));
                             }
                             self.expect_close(&word)?;
-                            list.push(if word == "break" { Node::Break } else { Node::Continue });
+                            list.push(if word == "break" {
+                                Node::Break
+                            } else {
+                                Node::Continue
+                            });
                         }
                         "template" => list.push(self.template_call(at)?),
                         "define" | "block" => {
                             if !top && word == "define" {
-                                return Err(self.err_at(at, "unexpected {{define}}: only at top level"));
+                                return Err(
+                                    self.err_at(at, "unexpected {{define}}: only at top level")
+                                );
                             }
                             if let Some(n) = self.define(&word, at)? {
                                 list.push(n);
@@ -238,7 +243,12 @@ impl Parser<'_> {
             self.range_depth -= 1;
         }
         let else_list = match end {
-            None => return Err(self.err_at(at, format!("unexpected EOF: {{{{{word}}}}} without {{{{end}}}}"))),
+            None => {
+                return Err(self.err_at(
+                    at,
+                    format!("unexpected EOF: {{{{{word}}}}} without {{{{end}}}}"),
+                ));
+            }
             Some((w, _)) if w == "end" => {
                 self.expect_close("end")?;
                 None
@@ -258,8 +268,15 @@ impl Parser<'_> {
                         let (l, end) = self.list(false)?;
                         match end {
                             Some((w, _)) if w == "end" => self.expect_close("end")?,
-                            Some((_, a)) => return Err(self.err_at(a, "expected {{end}} after {{else}}")),
-                            None => return Err(self.err_at(at, format!("unexpected EOF: {{{{{word}}}}} without {{{{end}}}}"))),
+                            Some((_, a)) => {
+                                return Err(self.err_at(a, "expected {{end}} after {{else}}"));
+                            }
+                            None => {
+                                return Err(self.err_at(
+                                    at,
+                                    format!("unexpected EOF: {{{{{word}}}}} without {{{{end}}}}"),
+                                ));
+                            }
                         }
                         Some(l)
                     }
@@ -267,7 +284,11 @@ impl Parser<'_> {
             }
         };
         self.vars.truncate(mark);
-        let b = Branch { pipe, list, else_list };
+        let b = Branch {
+            pipe,
+            list,
+            else_list,
+        };
         Ok(match word {
             "if" => Node::If(b),
             "with" => Node::With(b),
@@ -329,7 +350,9 @@ impl Parser<'_> {
             let mut names = Vec::new();
             loop {
                 self.skip_space();
-                let Some((Tok::Var(v), _)) = self.toks.get(self.i).cloned() else { break };
+                let Some((Tok::Var(v), _)) = self.toks.get(self.i).cloned() else {
+                    break;
+                };
                 self.i += 1;
                 self.skip_space();
                 names.push(v);
@@ -387,7 +410,12 @@ impl Parser<'_> {
             assign,
             cmds,
             at: start,
-            text: self.src.get(start..end).unwrap_or_default().trim().to_string(),
+            text: self
+                .src
+                .get(start..end)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
         })
     }
 
@@ -432,7 +460,9 @@ impl Parser<'_> {
             Tok::Bool(b) => Arg::Bool(b),
             Tok::Str(s) => Arg::Str(s),
             Tok::Char(c) => Arg::Int(c),
-            Tok::Num(n) => number(&n).ok_or_else(|| self.err_at(at, format!("bad number syntax: {n:?}")))?,
+            Tok::Num(n) => {
+                number(&n).ok_or_else(|| self.err_at(at, format!("bad number syntax: {n:?}")))?
+            }
             Tok::Field(name) => {
                 let mut f = vec![name];
                 f.extend(self.fields());
@@ -487,7 +517,8 @@ fn number(text: &str) -> Option<Arg> {
         i64::from_str_radix(o, 8).ok()
     } else if let Some(b) = lower.strip_prefix("0b") {
         i64::from_str_radix(b, 2).ok()
-    } else if lower.len() > 1 && lower.starts_with('0') && lower.bytes().all(|c| c.is_ascii_digit()) {
+    } else if lower.len() > 1 && lower.starts_with('0') && lower.bytes().all(|c| c.is_ascii_digit())
+    {
         i64::from_str_radix(&lower[1..], 8).ok()
     } else {
         lower.parse::<i64>().ok()
@@ -499,7 +530,8 @@ fn number(text: &str) -> Option<Arg> {
         return None;
     }
     let f: f64 = lower.parse().ok()?;
-    f.is_finite().then_some(Arg::Float(if neg { -f } else { f }))
+    f.is_finite()
+        .then_some(Arg::Float(if neg { -f } else { f }))
 }
 
 /// Every function name used in `list`, with its byte offset, in source order.
@@ -563,8 +595,12 @@ mod tests {
         let t = parse("{{ range $k, $v := .x }}{{ $k }}{{ else }}none{{ end }}{{ if .a }}1{{ else if .b }}2{{ else }}3{{ end }}")
             .expect("parses");
         assert_eq!(t.root.len(), 2);
-        let Node::If(b) = &t.root[1] else { panic!("if") };
-        let Some(e) = &b.else_list else { panic!("else") };
+        let Node::If(b) = &t.root[1] else {
+            panic!("if")
+        };
+        let Some(e) = &b.else_list else {
+            panic!("else")
+        };
         assert!(matches!(e[0], Node::If(_)));
     }
 
@@ -592,7 +628,8 @@ mod tests {
 
     #[test]
     fn lists_functions_in_order() {
-        let t = parse(r#"{{ with secret "a" }}{{ .Data | toJSON }}{{ end }}{{ (env "X") }}"#).expect("parses");
+        let t = parse(r#"{{ with secret "a" }}{{ .Data | toJSON }}{{ end }}{{ (env "X") }}"#)
+            .expect("parses");
         let names: Vec<_> = functions(&t).into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["secret", "toJSON", "env"]);
     }

@@ -54,5 +54,9 @@ fn errors_name_position_and_action() {
         "template:2:5: executing <.Data.missing.x>: nil pointer evaluating interface {}.x; fix the template or the secret's data"
     );
     let err = render("{{ env \"HOME\" }}").expect_err("refused");
-    assert!(err.to_string().starts_with("template:1:4: function \"env\" is not supported by vaultlet"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("template:1:4: function \"env\" is not supported by vaultlet"),
+        "{err}"
+    );
 }

@@ -116,7 +116,11 @@ impl Val {
 /// Go's `%v` of a float64 (`strconv.FormatFloat(f, 'g', -1, 64)` with `e+06` exponents).
 pub fn go_float_g(f: f64) -> String {
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if f.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let (digits, exp) = shortest_digits(f);
     let neg = if f < 0.0 { "-" } else { "" };
@@ -131,7 +135,11 @@ pub fn go_float_g(f: f64) -> String {
 /// Go's JSON encoding of a float64 ('f', or 'e' below 1e-6 / from 1e21, `e-07` -> `e-7`).
 pub fn go_float_json(f: f64) -> String {
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if f.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let abs = f.abs();
     let (digits, exp) = shortest_digits(f);

@@ -43,7 +43,9 @@ impl SecretRequest {
             if a.is_empty() {
                 continue;
             }
-            let (k, v) = a.split_once('=').ok_or_else(|| format!("not k=v pair {a:?}"))?;
+            let (k, v) = a
+                .split_once('=')
+                .ok_or_else(|| format!("not k=v pair {a:?}"))?;
             data.insert(k.trim().to_string(), v.trim().to_string());
         }
         Ok(SecretRequest { kind, path, data })
@@ -71,7 +73,10 @@ pub fn kv2_list_path(path: &str, mount: &str) -> String {
     if path.starts_with(&format!("{mount_trim}/metadata")) {
         return path.to_string();
     }
-    let rest = path.strip_prefix(mount_trim).unwrap_or(path).trim_start_matches('/');
+    let rest = path
+        .strip_prefix(mount_trim)
+        .unwrap_or(path)
+        .trim_start_matches('/');
     format!("{mount_trim}/metadata/{rest}")
 }
 
@@ -89,7 +94,10 @@ pub fn decode(kind: SecretKind, body: &str) -> Result<Val, String> {
                 _ => Val::Nil,
             };
             let mut out: Vec<String> = match keys {
-                Val::List(l) => l.iter().filter_map(|k| k.as_str().map(str::to_string)).collect(),
+                Val::List(l) => l
+                    .iter()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect(),
                 _ => Vec::new(),
             };
             out.sort();
@@ -97,13 +105,21 @@ pub fn decode(kind: SecretKind, body: &str) -> Result<Val, String> {
         }
         SecretKind::PkiCert => Ok(Val::Pem(Rc::new(pem(&data)))),
         SecretKind::Read | SecretKind::Write => {
-            let text = |k: &str| top.get(k).and_then(Val::as_str).unwrap_or_default().to_string();
+            let text = |k: &str| {
+                top.get(k)
+                    .and_then(Val::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             let lease_duration = match top.get("lease_duration") {
                 Some(Val::Num(n)) => n.parse().unwrap_or(0),
                 _ => 0,
             };
             let warnings = match top.get("warnings") {
-                Some(Val::List(l)) => l.iter().filter_map(|w| w.as_str().map(str::to_string)).collect(),
+                Some(Val::List(l)) => l
+                    .iter()
+                    .filter_map(|w| w.as_str().map(str::to_string))
+                    .collect(),
                 _ => Vec::new(),
             };
             let data = match data {
@@ -125,7 +141,11 @@ pub fn decode(kind: SecretKind, body: &str) -> Result<Val, String> {
 /// The PEMs of a PKI issue answer, each ending in a newline as Go's `pem.EncodeToMemory` writes.
 fn pem(data: &Val) -> Pem {
     let field = |k: &str| match data {
-        Val::Map(m) => m.get(k).and_then(Val::as_str).map(with_newline).unwrap_or_default(),
+        Val::Map(m) => m
+            .get(k)
+            .and_then(Val::as_str)
+            .map(with_newline)
+            .unwrap_or_default(),
         _ => String::new(),
     };
     let ca_chain = match data {
@@ -155,15 +175,29 @@ mod tests {
     #[test]
     fn kv2_paths_like_consul_template() {
         assert_eq!(kv2_data_path("secret/app", "secret/"), "secret/data/app");
-        assert_eq!(kv2_data_path("secret/data/app", "secret/"), "secret/data/app");
+        assert_eq!(
+            kv2_data_path("secret/data/app", "secret/"),
+            "secret/data/app"
+        );
         assert_eq!(kv2_data_path("secret", "secret/"), "secret/data");
-        assert_eq!(kv2_list_path("secret/apps", "secret/"), "secret/metadata/apps");
-        assert_eq!(kv2_list_path("secret/metadata/apps", "secret/"), "secret/metadata/apps");
+        assert_eq!(
+            kv2_list_path("secret/apps", "secret/"),
+            "secret/metadata/apps"
+        );
+        assert_eq!(
+            kv2_list_path("secret/metadata/apps", "secret/"),
+            "secret/metadata/apps"
+        );
     }
 
     #[test]
     fn requests_parse_kv_args() {
-        let r = SecretRequest::new(SecretKind::Write, " /pki/issue/web/ ", &["common_name = a.b", "", "ttl=1h"]).expect("ok");
+        let r = SecretRequest::new(
+            SecretKind::Write,
+            " /pki/issue/web/ ",
+            &["common_name = a.b", "", "ttl=1h"],
+        )
+        .expect("ok");
         assert_eq!(r.path, "pki/issue/web");
         assert_eq!(r.data.get("common_name").map(String::as_str), Some("a.b"));
         assert!(SecretRequest::new(SecretKind::Write, "p", &["novalue"]).is_err());

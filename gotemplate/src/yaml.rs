@@ -15,7 +15,7 @@ pub fn encode(v: &Val) -> Result<String, String> {
         Val::Map(m) if !m.is_empty() => map(v, 0, &mut out)?,
         Val::List(_) | Val::Strs(_) if !is_empty(v) => seq(v, 0, &mut out)?,
         _ => {
-            out.push_str(&scalar(v, 0, false)?);
+            out.push_str(&scalar_at(v, 2, 0)?);
             out.push('\n');
         }
     }
@@ -51,7 +51,11 @@ fn key_order(a: &str, b: &str) -> Ordering {
             return ar[i].cmp(&br[i]);
         }
         if al || bl {
-            return if bl { Ordering::Less } else { Ordering::Greater };
+            return if bl {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
         }
         let (mut an, mut bn) = (0i64, 0i64);
         if ar[i] == '0' || br[i] == '0' {
@@ -67,12 +71,16 @@ fn key_order(a: &str, b: &str) -> Ordering {
         }
         let mut ai = i;
         while ai < ar.len() && ar[ai].is_ascii_digit() {
-            an = an.wrapping_mul(10).wrapping_add(i64::from(ar[ai] as u8 - b'0'));
+            an = an
+                .wrapping_mul(10)
+                .wrapping_add(i64::from(ar[ai] as u8 - b'0'));
             ai += 1;
         }
         let mut bi = i;
         while bi < br.len() && br[bi].is_ascii_digit() {
-            bn = bn.wrapping_mul(10).wrapping_add(i64::from(br[bi] as u8 - b'0'));
+            bn = bn
+                .wrapping_mul(10)
+                .wrapping_add(i64::from(br[bi] as u8 - b'0'));
             bi += 1;
         }
         if an != bn {
@@ -150,17 +158,13 @@ fn seq(v: &Val, indent: usize, out: &mut String) -> Result<(), String> {
 }
 
 fn scalar(v: &Val, indent: usize, key: bool) -> Result<String, String> {
-    if key {
-        if let Val::Str(s) = v {
-            if s.contains('\n') {
-                return Err("toYAML: a key with a line break is not supported by vaultlet".into());
-            }
-        }
+    match v {
+        Val::Str(s) => string_scalar(s, indent + 2, indent, key),
+        _ => scalar_at(v, indent + 2, indent),
     }
-    scalar_at(v, indent, if key { indent } else { 0 })
 }
 
-/// A scalar written at column `col`; block scalars indent their lines by `indent`.
+/// A scalar written at column `col`; its continuation lines are indented by `indent`.
 fn scalar_at(v: &Val, indent: usize, col: usize) -> Result<String, String> {
     Ok(match v {
         Val::Nil => "null".into(),
@@ -172,14 +176,17 @@ fn scalar_at(v: &Val, indent: usize, col: usize) -> Result<String, String> {
             Ok(i) => i.to_string(),
             Err(_) => match n.parse::<f64>() {
                 Ok(f) if f.is_finite() => float(f),
-                _ => string(n, indent, col)?,
+                _ => string_scalar(n, indent, col, false)?,
             },
         },
-        Val::Str(s) => string(s, indent, col)?,
+        Val::Str(s) => string_scalar(s, indent, col, false)?,
         Val::Map(_) => "{}".into(),
         Val::List(_) | Val::Strs(_) => "[]".into(),
         Val::Secret(_) | Val::Pem(_) => {
-            return Err(format!("toYAML of a whole {} is not supported by vaultlet; use its .Data", v.type_name()));
+            return Err(format!(
+                "toYAML of a whole {} is not supported by vaultlet; use its .Data",
+                v.type_name()
+            ));
         }
     })
 }
@@ -188,7 +195,8 @@ fn float(f: f64) -> String {
     go_float_g(f)
 }
 
-/// True when yaml.v2 would read the plain text back as something other than a string.
+/// True when yaml.v2 would read the plain text back as something other than a string
+/// (its `resolve`), or as a base-60 float (which its encoder also quotes).
 fn resolves_to_non_string(s: &str) -> bool {
     const WORDS: &[&str] = &[
         "", "~", "null", "Null", "NULL", "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO",
@@ -199,53 +207,244 @@ fn resolves_to_non_string(s: &str) -> bool {
     if WORDS.contains(&s) {
         return true;
     }
-    let first = s.chars().next().unwrap_or(' ');
-    if !(first.is_ascii_digit() || matches!(first, '+' | '-' | '.')) {
+    match s.as_bytes().first() {
+        Some(b'.') => {
+            return s.parse::<f64>().is_ok()
+                && s.len() > 1
+                && s[1..]
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || matches!(c, b'e' | b'E' | b'+' | b'-'));
+        }
+        Some(c) if c.is_ascii_digit() || matches!(c, b'+' | b'-') => {}
+        _ => return false,
+    }
+    if is_timestamp(s) || is_base60(s) {
+        return true;
+    }
+    let plain = s.replace('_', "");
+    // Out-of-range floats (1e999) fail strconv.ParseFloat and stay strings.
+    go_int_base0(&plain) || (yaml_float(&plain) && plain.parse::<f64>().is_ok_and(f64::is_finite))
+}
+
+fn digits(s: &str, radix: u32) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_digit(radix))
+}
+
+/// `strconv.ParseInt(s, 0, 64)` syntax (range not checked: such digit strings quote anyway).
+fn go_int_base0(s: &str) -> bool {
+    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let lower = s.to_ascii_lowercase();
+    if let Some(h) = lower.strip_prefix("0x") {
+        digits(h, 16)
+    } else if let Some(o) = lower.strip_prefix("0o") {
+        digits(o, 8)
+    } else if let Some(b) = lower.strip_prefix("0b") {
+        digits(b, 2)
+    } else if s.len() > 1 && s.starts_with('0') {
+        digits(s, 8)
+    } else {
+        digits(s, 10)
+    }
+}
+
+/// `^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$`
+fn yaml_float(s: &str) -> bool {
+    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let (mant, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let mant_ok = match mant.split_once('.') {
+        Some(("", frac)) => digits(frac, 10),
+        Some((int, frac)) => digits(int, 10) && (frac.is_empty() || digits(frac, 10)),
+        None => digits(mant, 10),
+    };
+    mant_ok && exp.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e), 10))
+}
+
+/// yaml.v2's timestamps: `YYYY-M-D`, optionally with a `T`/`t`/space and `H:M:S` time.
+fn is_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() < 8 || !b[..4].iter().all(u8::is_ascii_digit) || b[4] != b'-' {
         return false;
     }
-    // Numbers (with `_`, base prefixes, exponents), dates and base-60 floats all start so;
-    // anything made only of number characters is taken as possibly numeric: quote it.
-    s.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, '+' | '-' | '.' | '_' | ':' | 'x' | 'X' | 'o' | 'O' | 'T' | 't' | 'Z' | 'z' | ' '))
+    let rest = &s[5..];
+    let date_end = rest.find(['T', 't', ' ']).unwrap_or(rest.len());
+    let mut parts = rest[..date_end].split('-');
+    let ok_num = |p: Option<&str>| p.is_some_and(|p| (1..=2).contains(&p.len()) && digits(p, 10));
+    if !(ok_num(parts.next()) && ok_num(parts.next()) && parts.next().is_none()) {
+        return false;
+    }
+    if date_end == rest.len() {
+        return true;
+    }
+    let time = rest[date_end + 1..].trim_start_matches(' ');
+    let hms: Vec<&str> = time.splitn(3, ':').collect();
+    hms.len() == 3
+        && ok_num(Some(hms[0]))
+        && ok_num(Some(hms[1]))
+        && hms[2].len() >= 2
+        && digits(&hms[2][..2], 10)
 }
 
+/// `^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$`
+fn is_base60(s: &str) -> bool {
+    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let (main, frac) = match s.split_once('.') {
+        Some((m, f)) => (m, Some(f)),
+        None => (s, None),
+    };
+    if frac.is_some_and(|f| !f.chars().all(|c| c.is_ascii_digit() || c == '_')) {
+        return false;
+    }
+    let mut parts = main.split(':');
+    let head = parts.next().unwrap_or_default();
+    if !head.starts_with(|c: char| c.is_ascii_digit())
+        || !head.chars().all(|c| c.is_ascii_digit() || c == '_')
+    {
+        return false;
+    }
+    let mut n = 0;
+    for p in parts {
+        n += 1;
+        let ok = match p.as_bytes() {
+            [d] => d.is_ascii_digit(),
+            [a, d] => (b'0'..=b'5').contains(a) && d.is_ascii_digit(),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    n > 0
+}
+
+/// yaml's `is_printable`: no C0/C1 controls but LF, no DEL, no BOM, nothing above U+FFFF.
 fn printable(c: char) -> bool {
-    matches!(c, '\n' | '\u{85}') || (' '..='~').contains(&c) || (('\u{a0}'..='\u{d7ff}').contains(&c) || ('\u{e000}'..='\u{fffd}').contains(&c) || c >= '\u{10000}') && c != '\u{feff}'
+    c == '\n'
+        || (' '..='~').contains(&c)
+        || ('\u{a0}'..='\u{d7ff}').contains(&c)
+        || (('\u{e000}'..='\u{fffd}').contains(&c) && c != '\u{feff}')
 }
 
-fn string(s: &str, indent: usize, col: usize) -> Result<String, String> {
-    let chars: Vec<char> = s.chars().collect();
-    let special = chars.iter().any(|c| !printable(*c));
-    let has_break = s.contains('\n');
-    let space_break = s.contains(" \n");
-    let break_space = s.contains("\n ");
-    let leading_space = s.starts_with(' ') || s.starts_with('\n');
-    let trailing_space = s.ends_with(' ');
-    let mut indicators = false;
-    for (i, &c) in chars.iter().enumerate() {
-        let next_ws = chars.get(i + 1).is_none_or(|n| matches!(n, ' ' | '\n'));
-        let prev_ws = i == 0 || matches!(chars[i - 1], ' ' | '\n');
+fn is_break(c: char) -> bool {
+    matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}')
+}
+
+fn is_blankz(c: Option<&char>) -> bool {
+    c.is_none_or(|c| *c == ' ' || *c == '\t' || is_break(*c))
+}
+
+/// What yaml's `analyze_scalar` finds in a string.
+struct Analysis {
+    block_plain: bool,
+    single: bool,
+    block: bool,
+    line_breaks: bool,
+}
+
+fn analyze(s: &str) -> Analysis {
+    let c: Vec<char> = s.chars().collect();
+    let (mut block_ind, mut special, mut line_breaks) = (false, false, false);
+    let (mut lead_sp, mut lead_br, mut trail_sp, mut trail_br) = (false, false, false, false);
+    let (mut break_space, mut space_break, mut prev_sp, mut prev_br) = (false, false, false, false);
+    if s.starts_with("---") || s.starts_with("...") {
+        block_ind = true;
+    }
+    let mut preceded_ws = true;
+    for i in 0..c.len() {
+        let ch = c[i];
+        let followed_ws = is_blankz(c.get(i + 1));
         if i == 0 {
-            indicators |= matches!(c, '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"' | '%' | '@' | '`')
-                || (matches!(c, '?' | ':' | '-') && next_ws);
+            block_ind |= matches!(
+                ch,
+                '#' | ','
+                    | '['
+                    | ']'
+                    | '{'
+                    | '}'
+                    | '&'
+                    | '*'
+                    | '!'
+                    | '|'
+                    | '>'
+                    | '\''
+                    | '"'
+                    | '%'
+                    | '@'
+                    | '`'
+            ) || (matches!(ch, '?' | ':' | '-') && followed_ws);
         } else {
-            indicators |= (c == ':' && next_ws) || (c == '#' && prev_ws);
+            block_ind |= (ch == ':' && followed_ws) || (ch == '#' && preceded_ws);
         }
-    }
-    if has_break {
-        if special || space_break || trailing_space {
-            return double(s, col);
+        if !printable(ch) {
+            special = true;
         }
-        return Ok(literal(s, indent));
+        let last = i + 1 == c.len();
+        if ch == ' ' {
+            lead_sp |= i == 0;
+            trail_sp |= last;
+            break_space |= prev_br;
+            prev_sp = true;
+            prev_br = false;
+        } else if is_break(ch) {
+            line_breaks = true;
+            lead_br |= i == 0;
+            trail_br |= last;
+            space_break |= prev_sp;
+            prev_sp = false;
+            prev_br = true;
+        } else {
+            prev_sp = false;
+            prev_br = false;
+        }
+        preceded_ws = is_blankz(Some(&ch));
     }
-    let plain_ok = !special && !indicators && !leading_space && !trailing_space && !resolves_to_non_string(s) && !s.starts_with("---") && !s.starts_with("...");
-    let text = if plain_ok {
+    let mut a = Analysis {
+        block_plain: !block_ind,
+        single: true,
+        block: true,
+        line_breaks,
+    };
+    if lead_sp || lead_br || trail_sp || trail_br || line_breaks {
+        a.block_plain = false;
+    }
+    if trail_sp {
+        a.block = false;
+    }
+    if break_space {
+        a.block_plain = false;
+        a.single = false;
+    }
+    if space_break || special {
+        a.block_plain = false;
+        a.single = false;
+        a.block = false;
+    }
+    a
+}
+
+/// A string scalar at column `col`, whose continuation lines are indented by `indent`;
+/// `key` for a mapping key (simple-key context).
+fn string_scalar(s: &str, indent: usize, col: usize, key: bool) -> Result<String, String> {
+    let a = analyze(s);
+    if key && (a.line_breaks || s.len() > 128) {
+        return Err(
+            "toYAML: a key with a line break or over 128 bytes is not supported by vaultlet".into(),
+        );
+    }
+    let literal_wanted = s.contains('\n');
+    let double_wanted = !literal_wanted && resolves_to_non_string(s);
+    let text = if literal_wanted && a.block && !key {
+        return literal(s, indent);
+    } else if literal_wanted || double_wanted {
+        double(s)
+    } else if a.block_plain {
         s.to_string()
-    } else if resolves_to_non_string(s) && !special && !indicators && !leading_space && !trailing_space {
-        return double(s, col);
-    } else if !special && !break_space {
-        format!("'{}'", s.replace('\'', "''"))
+    } else if a.single {
+        single(s, indent)
     } else {
-        return double(s, col);
+        double(s)
     };
     if s.contains(' ') && col + text.chars().count() > WIDTH {
         return Err("toYAML: a string with spaces this long would be folded by yaml.v2, which vaultlet does not reproduce".into());
@@ -253,9 +452,37 @@ fn string(s: &str, indent: usize, col: usize) -> Result<String, String> {
     Ok(text)
 }
 
-fn double(s: &str, col: usize) -> Result<String, String> {
+/// Writes text whose breaks (U+2028, U+2029) are followed by `indent` spaces, as yaml's
+/// writer re-indents after every line break.
+fn reindent(s: &str, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    let mut after_break = false;
+    for ch in s.chars() {
+        if is_break(ch) {
+            after_break = true;
+        } else if after_break {
+            out.push_str(&pad);
+            after_break = false;
+        }
+        out.push(ch);
+    }
+}
+
+fn single(s: &str, indent: usize) -> String {
+    let mut out = String::from("'");
+    reindent(&s.replace('\'', "''"), indent, &mut out);
+    out.push('\'');
+    out
+}
+
+fn double(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
+        let escape = !printable(c) || is_break(c) || c == '"' || c == '\\';
+        if !escape {
+            out.push(c);
+            continue;
+        }
         match c {
             '\0' => out.push_str("\\0"),
             '\x07' => out.push_str("\\a"),
@@ -269,10 +496,9 @@ fn double(s: &str, col: usize) -> Result<String, String> {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\u{85}' => out.push_str("\\N"),
-            '\u{a0}' => out.push_str("\\_"),
             '\u{2028}' => out.push_str("\\L"),
             '\u{2029}' => out.push_str("\\P"),
-            c if !printable(c) || c == '\u{feff}' => {
+            c => {
                 let n = c as u32;
                 if n <= 0xff {
                     out.push_str(&format!("\\x{n:02X}"));
@@ -282,47 +508,54 @@ fn double(s: &str, col: usize) -> Result<String, String> {
                     out.push_str(&format!("\\U{n:08X}"));
                 }
             }
-            c => out.push(c),
         }
     }
     out.push('"');
-    if s.contains(' ') && col + out.chars().count() > WIDTH {
-        return Err("toYAML: a quoted string with spaces this long would be folded by yaml.v2, which vaultlet does not reproduce".into());
-    }
-    Ok(out)
+    out
 }
 
-/// A literal block scalar `|-` with yaml.v2's chomping and indentation hints.
-fn literal(s: &str, indent: usize) -> String {
+/// A literal block scalar with yaml's indentation and chomping hints; without the final
+/// line break, which the caller writes.
+fn literal(s: &str, indent: usize) -> Result<String, String> {
+    let chars: Vec<char> = s.chars().collect();
     let mut head = String::from("|");
-    if s.starts_with(' ') || s.starts_with('\n') {
+    if chars.first().is_some_and(|c| *c == ' ' || is_break(*c)) {
         head.push('2');
     }
-    let trailing = s.len() - s.trim_end_matches('\n').len();
-    match trailing {
-        0 => head.push('-'),
-        1 => {}
-        _ => head.push('+'),
+    let n = chars.len();
+    let last_break = chars.last().is_some_and(|c| is_break(*c));
+    if !last_break {
+        head.push('-');
+    } else if n == 1 || is_break(chars[n - 2]) {
+        head.push('+');
     }
-    let body = if trailing == 1 { &s[..s.len() - 1] } else { s };
-    let pad = " ".repeat(indent);
+    if last_break && chars[n - 1] != '\n' {
+        return Err(
+            "toYAML: a string ending in a Unicode line separator is not supported by vaultlet"
+                .into(),
+        );
+    }
     let mut out = head;
-    let lines: Vec<&str> = body.split('\n').collect();
-    let last = lines.len() - 1;
-    for (i, line) in lines.iter().enumerate() {
-        out.push('\n');
-        if !line.is_empty() {
-            out.push_str(&pad);
-            out.push_str(line);
+    out.push('\n');
+    // Every line starts indented; empty lines stay empty.
+    let pad = " ".repeat(indent);
+    let mut at_line_start = true;
+    for ch in chars {
+        if is_break(ch) {
+            out.push(ch);
+            at_line_start = true;
+        } else {
+            if at_line_start {
+                out.push_str(&pad);
+                at_line_start = false;
+            }
+            out.push(ch);
         }
-        let _ = (i, last);
     }
-    if trailing > 1 {
-        // Keep-chomped breaks end the block themselves.
-        out.truncate(out.trim_end_matches('\n').len());
-        out.push_str(&"\n".repeat(trailing - 1));
+    if last_break {
+        out.pop();
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -337,10 +570,15 @@ mod tests {
     #[test]
     fn maps_lists_and_scalars() {
         assert_eq!(
-            y(r#"{"b":{"x":1,"y":[1,"two"]},"a":"plain","c":"true","d":"a: b","e":"","f":[{"k":1,"l":2}],"g":{},"h":[]}"#),
+            y(
+                r#"{"b":{"x":1,"y":[1,"two"]},"a":"plain","c":"true","d":"a: b","e":"","f":[{"k":1,"l":2}],"g":{},"h":[]}"#
+            ),
             "a: plain\nb:\n  x: 1\n  \"y\":\n  - 1\n  - two\nc: \"true\"\nd: 'a: b'\ne: \"\"\nf:\n- k: 1\n  l: 2\ng: {}\nh: []\n"
         );
-        assert_eq!(y(r#"{"m":"l1\nl2","n":"l1\n"}"#), "m: |-\n  l1\n  l2\n\"n\": |\n  l1\n");
+        assert_eq!(
+            y(r#"{"m":"l1\nl2","n":"l1\n"}"#),
+            "m: |-\n  l1\n  l2\n\"n\": |\n  l1\n"
+        );
         assert_eq!(y(r#"{"a10":1,"a2":2,"B":3}"#), "B: 3\na2: 2\na10: 1\n");
     }
 
