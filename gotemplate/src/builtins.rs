@@ -228,7 +228,11 @@ fn eq(args: &[Val]) -> Result<bool, String> {
         let k2 = kind(b);
         let truth = if k1 != k2 {
             if k1 != Kind::Invalid && k2 != Kind::Invalid {
-                return Err("error calling eq: incompatible types for comparison".into());
+                return Err(format!(
+                    "error calling eq: incompatible types for comparison: {} and {}",
+                    a.type_name(),
+                    b.type_name()
+                ));
             }
             false
         } else {
@@ -263,7 +267,11 @@ fn order(a: &Val, b: &Val) -> Result<Ordering, String> {
         return Err("error calling lt: invalid type for comparison".into());
     }
     if k1 != k2 {
-        return Err("error calling lt: incompatible types for comparison".into());
+        return Err(format!(
+            "error calling lt: incompatible types for comparison: {} and {}",
+            a.type_name(),
+            b.type_name()
+        ));
     }
     Ok(match (a, b) {
         (Val::Int(x), Val::Int(y)) => x.cmp(y),

@@ -365,7 +365,6 @@ pub fn field(v: &Val, name: &str) -> Result<Val, String> {
             "Cert" => Val::str(pem.cert.as_str()),
             "Key" => Val::str(pem.key.as_str()),
             "CA" => Val::str(pem.ca.as_str()),
-            "CAChain" => Val::Strs(std::rc::Rc::new(pem.ca_chain.clone())),
             "Data" => v.clone(),
             _ => {
                 return Err(format!(
@@ -374,9 +373,13 @@ pub fn field(v: &Val, name: &str) -> Result<Val, String> {
             }
         }),
         Val::Nil => Err(format!("nil pointer evaluating interface {{}}.{name}")),
-        other => Err(format!(
+        // Values out of Vault's JSON sit in interface{} slots; function results keep their type.
+        Val::Strs(_) | Val::Int(_) => Err(format!(
             "can't evaluate field {name} in type {}",
-            other.type_name()
+            v.type_name()
+        )),
+        _ => Err(format!(
+            "can't evaluate field {name} in type interface {{}}"
         )),
     }
 }

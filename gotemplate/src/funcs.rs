@@ -313,11 +313,22 @@ fn b64(alpha: &alphabet::Alphabet) -> GeneralPurpose {
 }
 
 fn decode_b64(alpha: &alphabet::Alphabet, name: &str, text: &str) -> Result<Val, String> {
-    // Go's decoder skips CR and LF.
+    // Go's decoder skips CR and LF; its error offsets count them.
+    let kept: Vec<usize> = text
+        .char_indices()
+        .filter(|(_, c)| *c != '\r' && *c != '\n')
+        .map(|(i, _)| i)
+        .collect();
     let clean: String = text.chars().filter(|c| *c != '\r' && *c != '\n').collect();
-    let bytes = b64(alpha)
-        .decode(clean.as_bytes())
-        .map_err(|e| format!("{name}: illegal base64 data ({e})"))?;
+    let original = |i: usize| kept.get(i).copied().unwrap_or(text.len());
+    let bytes = b64(alpha).decode(clean.as_bytes()).map_err(|e| {
+        let at = match e {
+            base64::DecodeError::InvalidByte(i, _)
+            | base64::DecodeError::InvalidLastSymbol(i, _) => original(i),
+            _ => original(clean.len() - clean.len() % 4),
+        };
+        format!("{name}: illegal base64 data at input byte {at}")
+    })?;
     String::from_utf8(bytes).map(Val::from_string).map_err(|_| {
         format!("{name}: the decoded bytes are not UTF-8 text, which vaultlet does not render")
     })

@@ -53,7 +53,8 @@ impl Default for Val {
     }
 }
 
-/// The PEMs of `pkiCert`: `.Cert`, `.Key`, `.CA`, `.CAChain` (also under `.Data`).
+/// The PEMs of `pkiCert`: `.Cert`, `.Key`, `.CA` (also under `.Data`; consul-template's
+/// `PemEncoded` as OpenBao's agent ships it has no `.CAChain`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Pem {
     /// The certificate PEM (with a trailing newline).
@@ -62,8 +63,6 @@ pub struct Pem {
     pub key: String,
     /// The issuing CA PEM.
     pub ca: String,
-    /// The CA chain PEMs.
-    pub ca_chain: Vec<String>,
 }
 
 impl Val {

@@ -148,18 +148,10 @@ fn pem(data: &Val) -> Pem {
             .unwrap_or_default(),
         _ => String::new(),
     };
-    let ca_chain = match data {
-        Val::Map(m) => match m.get("ca_chain") {
-            Some(Val::List(l)) => l.iter().filter_map(Val::as_str).map(with_newline).collect(),
-            _ => Vec::new(),
-        },
-        _ => Vec::new(),
-    };
     Pem {
         cert: field("certificate"),
         key: field("private_key"),
         ca: field("issuing_ca"),
-        ca_chain,
     }
 }
 

@@ -240,3 +240,62 @@ pub fn corpus(dir: &Path) -> Vec<(String, PathBuf)> {
     files.sort();
     files
 }
+
+/// Runs `bao agent` on one template that must fail to execute and returns consul-template's
+/// message (the text after `executing "" at <...>: `), read from the agent's log.
+pub fn bao_agent_error(bao: &OpenBao, template: &Path, dir: &TempDir) -> String {
+    let name = template
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let work = dir.path().join(&name);
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let token = work.join("token");
+    std::fs::write(&token, bao.root_token()).expect("write token");
+    let hcl = format!(
+        "vault {{ address = \"{}\" }}\nauto_auth {{\n  method \"token_file\" {{ config {{ token_file_path = \"{}\" }} }}\n}}\nexit_after_auth = true\ntemplate {{\n  source = \"{}\"\n  destination = \"{}\"\n}}\n",
+        bao.addr(),
+        token.display(),
+        template.display(),
+        work.join("out").display()
+    );
+    let config = work.join("agent.hcl");
+    std::fs::write(&config, hcl).expect("write agent config");
+    let log = work.join("agent.log");
+    let log_file = std::fs::File::create(&log).expect("agent log");
+    let mut child = Command::new(bao_bin())
+        .arg("agent")
+        .arg(format!("-config={}", config.display()))
+        .stdout(log_file.try_clone().expect("log fd"))
+        .stderr(log_file)
+        .spawn()
+        .expect("run bao agent");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text
+            .lines()
+            .find(|l| l.contains("[ERROR]") && l.contains("execute:"))
+        {
+            break Some(l.to_string());
+        }
+        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.unwrap_or_else(|| {
+        panic!(
+            "{name}: bao agent rendered it or timed out: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    let msg = line.split_once(">: ").map_or(line.as_str(), |(_, m)| m);
+    msg.split("\" backoff=")
+        .next()
+        .unwrap_or(msg)
+        .replace("\\\"", "\"")
+}
