@@ -374,7 +374,7 @@ mod tests {
         let l = Val::List(Rc::new(vec![Val::str("a"), Val::str("b")]));
         assert_eq!(c("index", &[l.clone(), Val::Int(1)]), Ok(Val::str("b")));
         assert!(c("index", &[l.clone(), Val::Int(2)]).is_err());
-        assert_eq!(c("len", &[l.clone()]), Ok(Val::Int(2)));
+        assert_eq!(c("len", std::slice::from_ref(&l)), Ok(Val::Int(2)));
         assert_eq!(
             c("slice", &[Val::str("hello"), Val::Int(1), Val::Int(3)]),
             Ok(Val::str("el"))

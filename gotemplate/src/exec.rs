@@ -242,11 +242,14 @@ impl<'a> Exec<'a> {
 
     /// Declares (`:=`) or assigns (`=`) a variable.
     fn bind(&mut self, name: &str, v: Val, assign: bool) {
-        if assign {
-            if let Some(slot) = self.vars.iter_mut().rev().find(|(n, _)| n == name) {
-                slot.1 = v;
-                return;
-            }
+        if let Some(slot) = self
+            .vars
+            .iter_mut()
+            .rev()
+            .find(|(n, _)| assign && n == name)
+        {
+            slot.1 = v;
+            return;
         }
         self.vars.push((name.to_string(), v));
     }

@@ -28,11 +28,13 @@ mod error;
 mod exec;
 mod format;
 mod funcs;
+mod helpers;
 mod json;
 mod lexer;
 mod parse;
 mod value;
 mod vault;
+mod walk;
 mod yaml;
 
 pub use error::{Error, Pos, Result};
@@ -86,15 +88,12 @@ pub struct Template {
     tree: parse::Tree,
 }
 
-/// How deep `{{if}}`/`(...)` may nest in the source.
-const MAX_PARSE_DEPTH: usize = 100;
-
 impl Template {
     /// Parses `src`; refuses (by name) any function vaultlet does not support.
     pub fn parse(src: &str) -> Result<Template> {
-        check_nesting(src)?;
+        walk::check_nesting(src)?;
         let tree = parse::parse(src)?;
-        for (name, at) in parse::functions(&tree) {
+        for (name, at) in walk::functions(&tree) {
             if let Some(e) = funcs::refusal(&name, Pos::at(src, at)) {
                 return Err(e);
             }
@@ -111,7 +110,7 @@ impl Template {
         let mut lists: Vec<&parse::List> = vec![&self.tree.root];
         lists.extend(self.tree.defines.values());
         for list in lists {
-            parse::for_each_pipe(list, &mut |p| collect_calls(&self.src, p, &mut out));
+            walk::for_each_pipe(list, &mut |p| walk::collect_calls(&self.src, p, &mut out));
         }
         out.sort_by_key(|c| (c.pos.line, c.pos.col));
         out
@@ -121,81 +120,6 @@ impl Template {
     pub fn render(&self, source: &mut dyn SecretSource, limits: Limits) -> Result<String> {
         exec::Exec::new(&self.tree, &self.src, source, limits).run()
     }
-}
-
-fn collect_calls(src: &str, p: &parse::Pipe, out: &mut Vec<SecretCall>) {
-    for cmd in &p.cmds {
-        for a in &cmd.args {
-            if let parse::Arg::Pipe(inner) = a {
-                collect_calls(src, inner, out);
-            }
-        }
-        let Some(parse::Arg::Func(name, at)) = cmd.args.first() else {
-            continue;
-        };
-        let kind = match name.as_str() {
-            "secret" if cmd.args.len() > 2 => SecretKind::Write,
-            "secret" => SecretKind::Read,
-            "secrets" => SecretKind::List,
-            "pkiCert" => SecretKind::PkiCert,
-            _ => continue,
-        };
-        let lits: Option<Vec<&str>> = cmd.args[1..]
-            .iter()
-            .map(|a| match a {
-                parse::Arg::Str(s) => Some(s.as_str()),
-                _ => None,
-            })
-            .collect();
-        // A piped value is an extra argument known only at render time.
-        let piped = !std::ptr::eq(cmd, &p.cmds[0]);
-        let request = lits
-            .filter(|l| !l.is_empty() && !piped)
-            .and_then(|l| SecretRequest::new(kind, l[0], &l[1..]).ok());
-        out.push(SecretCall {
-            pos: Pos::at(src, *at),
-            request,
-        });
-    }
-}
-
-/// Refuses sources nested deeper than the parser's recursion may safely go.
-fn check_nesting(src: &str) -> Result<()> {
-    let mut depth = 0usize;
-    let mut max = 0usize;
-    let mut at_max = 0;
-    let b = src.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'(' {
-            depth += 1;
-        } else if b[i] == b')' {
-            depth = depth.saturating_sub(1);
-        } else if src[i..].starts_with("{{") {
-            let rest = src[i + 2..].trim_start_matches(['-', ' ', '\t', '\r', '\n']);
-            if ["if", "with", "range", "define", "block"]
-                .iter()
-                .any(|k| rest.starts_with(k))
-            {
-                depth += 1;
-            } else if rest.starts_with("end") {
-                depth = depth.saturating_sub(1);
-            }
-        }
-        if depth > max {
-            max = depth;
-            at_max = i;
-        }
-        i += 1;
-    }
-    if max > MAX_PARSE_DEPTH {
-        return Err(Error::Limit {
-            pos: Pos::at(src, at_max),
-            what: "nesting depth",
-            limit: MAX_PARSE_DEPTH,
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -534,58 +534,6 @@ fn number(text: &str) -> Option<Arg> {
         .then_some(Arg::Float(if neg { -f } else { f }))
 }
 
-/// Every function name used in `list`, with its byte offset, in source order.
-pub fn functions(tree: &Tree) -> Vec<(String, usize)> {
-    let mut out = Vec::new();
-    let visit = |args: &Arg, out: &mut Vec<(String, usize)>| walk_arg(args, out);
-    let mut all: Vec<&List> = vec![&tree.root];
-    all.extend(tree.defines.values());
-    for list in all {
-        for_each_pipe(list, &mut |p| {
-            for c in &p.cmds {
-                for a in &c.args {
-                    visit(a, &mut out);
-                }
-            }
-        });
-    }
-    out.sort_by_key(|(_, at)| *at);
-    out
-}
-
-fn walk_arg(a: &Arg, out: &mut Vec<(String, usize)>) {
-    match a {
-        Arg::Func(name, at) => out.push((name.clone(), *at)),
-        Arg::Pipe(p) => {
-            for c in &p.cmds {
-                for a in &c.args {
-                    walk_arg(a, out);
-                }
-            }
-        }
-        Arg::Chain(inner, _) => walk_arg(inner, out),
-        _ => {}
-    }
-}
-
-/// Calls `f` for every pipeline of `list`, depth first (not inside parenthesised pipelines).
-pub fn for_each_pipe<'a>(list: &'a List, f: &mut dyn FnMut(&'a Pipe)) {
-    for node in list {
-        match node {
-            Node::Action(p) => f(p),
-            Node::If(b) | Node::With(b) | Node::Range(b) => {
-                f(&b.pipe);
-                for_each_pipe(&b.list, f);
-                if let Some(e) = &b.else_list {
-                    for_each_pipe(e, f);
-                }
-            }
-            Node::Template { pipe: Some(p), .. } => f(p),
-            _ => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,13 +572,5 @@ mod tests {
         assert!(matches!(number("-0x1f"), Some(Arg::Int(-31))));
         assert!(matches!(number("1e3"), Some(Arg::Float(f)) if f == 1000.0));
         assert!(number("1x").is_none());
-    }
-
-    #[test]
-    fn lists_functions_in_order() {
-        let t = parse(r#"{{ with secret "a" }}{{ .Data | toJSON }}{{ end }}{{ (env "X") }}"#)
-            .expect("parses");
-        let names: Vec<_> = functions(&t).into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["secret", "toJSON", "env"]);
     }
 }

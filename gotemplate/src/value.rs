@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 /// A value as Go's text/template would hold it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Val {
     /// A nil interface: JSON `null`, a missing map key.
+    #[default]
     Nil,
     /// `bool`.
     Bool(bool),
@@ -45,12 +46,6 @@ pub struct Secret {
     pub data: Val,
     /// `.Warnings`.
     pub warnings: Vec<String>,
-}
-
-impl Default for Val {
-    fn default() -> Self {
-        Val::Nil
-    }
 }
 
 /// The PEMs of `pkiCert`: `.Cert`, `.Key`, `.CA` (also under `.Data`; consul-template's

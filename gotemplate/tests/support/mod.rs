@@ -41,7 +41,7 @@ pub fn seeded_bao() -> OpenBao {
     bao.write_kv_json(
         "secret/json",
         json!({
-            "int": 42, "float": 3.14, "big": 12345678901234567890u64, "neg": -7, "zero": 0,
+            "int": 42, "float": 2.5e-3, "big": 12345678901234567890u64, "neg": -7, "zero": 0,
             "exp": 1e21,
             "bool_t": true, "bool_f": false, "null": null,
             "list": ["a", 1, true, null, {"k": "v"}],
