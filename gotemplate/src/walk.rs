@@ -107,8 +107,11 @@ pub fn check_nesting(src: &str) -> Result<()> {
             depth += 1;
         } else if b[i] == b')' {
             depth = depth.saturating_sub(1);
-        } else if src[i..].starts_with("{{") {
-            let rest = src[i + 2..].trim_start_matches(['-', ' ', '\t', '\r', '\n']);
+        } else if b[i..].starts_with(b"{{") {
+            let rest = src
+                .get(i + 2..)
+                .unwrap_or_default()
+                .trim_start_matches(['-', ' ', '\t', '\r', '\n']);
             if ["if", "with", "range", "define", "block"]
                 .iter()
                 .any(|k| rest.starts_with(k))
