@@ -108,6 +108,9 @@ pub fn sprintf(format: &str, args: &[Val]) -> Result<String, String> {
             continue;
         }
         spec.verb = verb;
+        if spec.sharp && verb == 'v' {
+            return Err("printf: %#v (Go syntax) is not supported by vaultlet".into());
+        }
         match args.get(argi) {
             None => out.push_str(&format!("%!{verb}(MISSING)")),
             Some(a) => out.push_str(&fmt_arg(a, &spec)?),
@@ -305,6 +308,20 @@ fn fmt_int(v: &Val, i: i64, spec: &Spec) -> Result<String, String> {
         'X' => format!("{}{u:X}", if spec.sharp { "0X" } else { "" }),
         'o' => format!("{}{u:o}", if spec.sharp { "0" } else { "" }),
         'b' => format!("{u:b}"),
+        'O' => format!("0o{u:o}"),
+        'U' => {
+            let hex = format!("U+{u:04X}");
+            let hex = if spec.sharp {
+                let c = u32::try_from(i)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .unwrap_or('\u{FFFD}');
+                format!("{hex} '{c}'")
+            } else {
+                hex
+            };
+            return Ok(pad(hex, spec, false));
+        }
         'c' => {
             let c = u32::try_from(i)
                 .ok()
@@ -355,8 +372,11 @@ fn fmt_float(v: &Val, f: f64, spec: &Spec) -> Result<String, String> {
                 s
             }
         }
-        ('v' | 'g', Some(_)) => {
-            return Err("printf: %g with a precision is not supported by vaultlet".into());
+        ('v' | 'g', Some(_)) | ('b' | 'G' | 'x' | 'X', _) => {
+            return Err(format!(
+                "printf: %{} of a float64 is not supported by vaultlet",
+                spec.verb
+            ));
         }
         _ => return bad_verb(v, spec),
     };
