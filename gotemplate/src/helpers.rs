@@ -81,11 +81,11 @@ pub fn helper(name: &str, v: &[Val]) -> Result<Val, String> {
         }
         "toLower" => s(strs::<1>(name, v)?[0]
             .chars()
-            .flat_map(char::to_lowercase)
+            .map(go_lower)
             .collect::<String>()),
         "toUpper" => s(strs::<1>(name, v)?[0]
             .chars()
-            .flat_map(char::to_uppercase)
+            .map(go_upper)
             .collect::<String>()),
         "toTitle" => s(title(strs::<1>(name, v)?[0])?),
         "trimSpace" => s(strs::<1>(name, v)?[0].trim()),
@@ -234,6 +234,33 @@ pub fn helper(name: &str, v: &[Val]) -> Result<Val, String> {
         }
         _ => return Err(format!("function {name:?} not defined")),
     })
+}
+
+/// Go's `unicode.ToUpper`: the simple (one-character) mapping; a character whose only
+/// uppercase is several characters (ß, ligatures) stays as it is.
+fn go_upper(c: char) -> char {
+    let mut up = c.to_uppercase();
+    match (up.next(), up.next()) {
+        (Some(u), None) => u,
+        // Greek with ypogegrammeni map to their titlecase letters.
+        _ if ('\u{1f80}'..='\u{1faf}').contains(&c) && (c as u32) & 8 == 0 => {
+            char::from_u32(c as u32 + 8).unwrap_or(c)
+        }
+        _ if matches!(c, '\u{1fb3}' | '\u{1fc3}' | '\u{1ff3}') => {
+            char::from_u32(c as u32 + 9).unwrap_or(c)
+        }
+        _ => c,
+    }
+}
+
+/// Go's `unicode.ToLower` (simple mapping: İ becomes i).
+fn go_lower(c: char) -> char {
+    let mut low = c.to_lowercase();
+    match (low.next(), low.next()) {
+        (Some(l), None) => l,
+        _ if c == '\u{130}' => 'i',
+        _ => c,
+    }
 }
 
 fn loop_int(v: &Val) -> Result<i64, String> {
@@ -401,5 +428,13 @@ mod tests {
         );
         assert!(helper("join", &[v(","), Val::List(Rc::new(vec![]))]).is_err());
         assert!(helper("toUpper", &[Val::Num("1".into())]).is_err());
+        assert_eq!(
+            helper("toUpper", &[v("ßŉǰᾀﬀ straße")]),
+            Ok(v("ßŉǰᾈﬀ STRAßE"))
+        );
+        assert_eq!(
+            helper("toLower", &[v("İSTANBUL ΣΑΣ ᾈ")]),
+            Ok(v("istanbul σασ ᾀ"))
+        );
     }
 }
