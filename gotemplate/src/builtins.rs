@@ -62,10 +62,20 @@ pub fn arity(name: &str, args: &[Val], want: usize) -> Result<(), String> {
     }
 }
 
+/// Go's `evalArgs`: one string as is, else `fmt.Sprint` with nil shown as `<no value>`.
 fn escaper_arg(args: &[Val]) -> Result<String, String> {
     match args {
         [Val::Str(s)] => Ok(s.to_string()),
-        _ => sprint(args),
+        _ => {
+            let shown: Vec<Val> = args
+                .iter()
+                .map(|a| match a {
+                    Val::Nil => Val::str("<no value>"),
+                    other => other.clone(),
+                })
+                .collect();
+            sprint(&shown)
+        }
     }
 }
 
@@ -96,6 +106,9 @@ fn index(args: &[Val]) -> Result<Val, String> {
     let Some((first, keys)) = args.split_first() else {
         return Err("wrong number of args for index: want at least 1 got 0".into());
     };
+    if matches!(first, Val::Nil) {
+        return Err("error calling index: index of untyped nil".into());
+    }
     let mut v = first.clone();
     for k in keys {
         v = match &v {
@@ -320,10 +333,8 @@ pub fn js(s: &str) -> String {
             '>' => out.push_str("\\u003E"),
             '&' => out.push_str("\\u0026"),
             '=' => out.push_str("\\u003D"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c if !crate::format::is_print(c) => out.push_str(&format!("\\u{:04X}", c as u32)),
             c => out.push(c),
         }
     }
@@ -389,6 +400,6 @@ mod tests {
             "&lt;a href=&#39;x&#39;&gt;&amp;&#34;&lt;/a&gt;"
         );
         assert_eq!(urlquery("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
-        assert_eq!(js("a'b\"<=\n"), "a\\'b\\\"\\u003C\\u003D\\n");
+        assert_eq!(js("a'b\"<=\n"), "a\\'b\\\"\\u003C\\u003D\\u000A");
     }
 }

@@ -134,15 +134,17 @@ pub fn sprintf(format: &str, args: &[Val]) -> Result<String, String> {
     Ok(out)
 }
 
+/// `%!d(string=x)`: Go prints the value with `%v` but keeps the width, flags and precision.
 fn bad_verb(v: &Val, spec: &Spec) -> Result<String, String> {
     Ok(match v {
         Val::Nil => format!("%!{}(<nil>)", spec.verb),
-        _ => format!(
-            "%!{}({}={})",
-            spec.verb,
-            v.type_name(),
-            fmt_arg(v, &Spec::plain('v'))?
-        ),
+        _ => {
+            let as_v = Spec {
+                verb: 'v',
+                ..spec.clone()
+            };
+            format!("%!{}({}={})", spec.verb, v.type_name(), fmt_arg(v, &as_v)?)
+        }
     })
 }
 
@@ -284,7 +286,7 @@ pub fn go_quote(s: &str, ascii: bool) -> String {
 }
 
 /// An approximation of Go's `unicode.IsPrint` for the characters secrets contain.
-fn is_print(c: char) -> bool {
+pub fn is_print(c: char) -> bool {
     !(c.is_control()
         || matches!(c, '\u{00a0}' | '\u{00ad}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{206f}' | '\u{fff9}'..='\u{fffb}')
         || ('\u{e000}'..='\u{f8ff}').contains(&c)
@@ -310,7 +312,8 @@ fn fmt_int(v: &Val, i: i64, spec: &Spec) -> Result<String, String> {
         'b' => format!("{u:b}"),
         'O' => format!("0o{u:o}"),
         'U' => {
-            let hex = format!("U+{u:04X}");
+            // Go formats the bits as unsigned: -1 is U+FFFFFFFFFFFFFFFF.
+            let hex = format!("U+{:04X}", i as u64);
             let hex = if spec.sharp {
                 let c = u32::try_from(i)
                     .ok()
