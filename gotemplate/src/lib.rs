@@ -3,7 +3,8 @@
 //!
 //! No I/O happens here: the caller implements [`SecretSource`] (the HTTP calls to Vault, KV v2
 //! path rewriting with [`kv2_data_path`]) and gets the Vault paths a template needs before
-//! rendering with [`Template::secret_calls`].
+//! rendering with [`Template::secret_calls`]. An async caller fetches those first and renders
+//! with [`Template::render_prefetched`], which names any computed path still to fetch.
 //!
 //! ```
 //! use vaultlet_gotemplate::{SecretRequest, SecretSource, Template, Limits};
@@ -32,12 +33,14 @@ mod helpers;
 mod json;
 mod lexer;
 mod parse;
+mod prefetch;
 mod value;
 mod vault;
 mod walk;
 mod yaml;
 
 pub use error::{Error, Pos, Result};
+pub use prefetch::{Answers, Outcome};
 pub use vault::{SecretKind, SecretRequest, kv2_data_path, kv2_list_path};
 
 /// Answers the template's calls to Vault. Implemented by the caller, who does the HTTP.
