@@ -163,7 +163,7 @@ fn slice(args: &[Val]) -> Result<Val, String> {
         ));
     }
     let len = match first {
-        Val::Str(s) => s.len(),
+        Val::Str(s) | Val::Num(s) => s.len(),
         Val::List(l) => l.len(),
         Val::Strs(l) => l.len(),
         Val::Nil => return Err("error calling slice: slice of untyped nil".into()),
@@ -174,7 +174,7 @@ fn slice(args: &[Val]) -> Result<Val, String> {
             ));
         }
     };
-    if matches!(first, Val::Str(_)) && idx.len() == 3 {
+    if matches!(first, Val::Str(_) | Val::Num(_)) && idx.len() == 3 {
         return Err("error calling slice: cannot 3-index slice a string".into());
     }
     let mut ix = [0usize, len, len];
@@ -195,11 +195,16 @@ fn slice(args: &[Val]) -> Result<Val, String> {
         ));
     }
     Ok(match first {
-        Val::Str(s) => {
+        Val::Str(s) | Val::Num(s) => {
             let part = s
                 .get(ix[0]..ix[1])
                 .ok_or("error calling slice: slicing inside a UTF-8 character is not supported by vaultlet")?;
-            Val::str(part)
+            // A slice keeps its type: a json.Number stays one.
+            if matches!(first, Val::Num(_)) {
+                Val::Num(part.into())
+            } else {
+                Val::str(part)
+            }
         }
         Val::List(l) => Val::List(Rc::new(l[ix[0]..ix[1]].to_vec())),
         Val::Strs(l) => Val::Strs(Rc::new(l[ix[0]..ix[1]].to_vec())),

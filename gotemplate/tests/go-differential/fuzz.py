@@ -36,18 +36,20 @@ def pipe(d=0):
 def node(d=0):
     r = random.random()
     if r < 0.5: return '{{ ' + pipe() + ' }}'
-    if r < 0.6: return random.choice([' ', '\n', 'txt', '  \n\t'])
+    if r < 0.6: return random.choice([' ', '\n', 'txt', '  \n\t', '{{/* c */}}', '{{- /* c */ -}}', ' {{- " t " -}} ', '{{ $x = ' + term() + ' }}', '{{ $x }}', '{{ template "d" ' + term() + ' }}', '\r\n'])
     if d > 2: return '{{ ' + pipe() + ' }}'
     kw = random.choice(['if','with','range'])
     head = pipe()
     if kw == 'range' and random.random() < 0.5: head = '$k, $v := ' + random.choice(['.Data.l','.Data.m','.Data.strs','.Data.missing','.Data.e'])
     body = ''.join(node(d+1) for _ in range(random.randint(1,3)))
-    if kw == 'range': body += '{{ $k }}' if '$k' in head else ''
+    if kw == 'range':
+        body += '{{ $k }}' if '$k' in head else ''
+        body += random.choice(['', '{{ break }}', '{{ continue }}', '{{ if $k }}{{ break }}{{ end }}' if '$k' in head else ''])
     els = ('{{ else }}' + node(d+1)) if random.random() < 0.4 else ''
     tl = random.choice(['{{','{{-']); tr = random.choice(['}}','-}}'])
     return f'{tl} {kw} {head} {tr}{body}{els}{{{{ end }}}}'
 def template():
-    return '{{ with secret "p" }}{{ $x := .Data.m }}' + ''.join(node() for _ in range(random.randint(1,4))) + '{{ end }}'
+    return '{{ define "d" }}[{{ . }}]{{ end }}{{ with secret "p" }}{{ $x := .Data.m }}' + ''.join(node() for _ in range(random.randint(1,4))) + '{{ end }}'
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 300
 bad = 0; both_ok = 0
 for i in range(N):
