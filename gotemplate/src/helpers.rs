@@ -326,14 +326,23 @@ fn title(x: &str) -> Result<String, String> {
     let b = x.as_bytes();
     let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
     let mut out = String::with_capacity(x.len());
+    // The first letter of each word is upper-cased, also after leading digits ("3Rd").
+    let mut want_upper = true;
     for (i, &c) in b.iter().enumerate() {
         let prev = i.checked_sub(1).map(|j| b[j]);
         let joined = prev.is_some_and(|p| matches!(p, b'\'' | b'.' | b':'))
             && i >= 2
             && b[i - 2].is_ascii_alphabetic()
             && c.is_ascii_alphabetic();
-        let start = !prev.is_some_and(word) && !joined;
-        out.push(if start { c.to_ascii_uppercase() } else { c } as char);
+        if !prev.is_some_and(word) && !joined {
+            want_upper = true;
+        }
+        if want_upper && c.is_ascii_alphabetic() {
+            out.push(c.to_ascii_uppercase() as char);
+            want_upper = false;
+        } else {
+            out.push(c as char);
+        }
     }
     Ok(out)
 }
@@ -418,6 +427,7 @@ mod tests {
             helper("toTitle", &[v("hello wide-world don't foo_bar")]),
             Ok(v("Hello Wide-World Don't Foo_bar"))
         );
+        assert_eq!(helper("toTitle", &[v("3rd x.y a:b")]), Ok(v("3Rd X.y A:b")));
         assert_eq!(
             helper("indent", &[Val::Int(2), v("a\n\nb")]),
             Ok(v("  a\n\n  b"))
