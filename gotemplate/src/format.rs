@@ -285,12 +285,41 @@ pub fn go_quote(s: &str, ascii: bool) -> String {
     out
 }
 
-/// An approximation of Go's `unicode.IsPrint` for the characters secrets contain.
+/// Go's `unicode.IsPrint`: not control, format (Cf), private use, noncharacter, or a space
+/// other than U+0020. Unassigned code points (which Go also escapes) are not known here.
 pub fn is_print(c: char) -> bool {
-    !(c.is_control()
-        || matches!(c, '\u{00a0}' | '\u{00ad}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{206f}' | '\u{fff9}'..='\u{fffb}')
-        || ('\u{e000}'..='\u{f8ff}').contains(&c)
-        || (c.is_whitespace() && c != ' '))
+    let format = matches!(
+        c,
+        '\u{00ad}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061c}'
+            | '\u{06dd}'
+            | '\u{070f}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08e2}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0001}'
+            | '\u{e0020}'..='\u{e007f}'
+    );
+    let private_or_nonchar = matches!(
+        c,
+        '\u{e000}'..='\u{f8ff}'
+            | '\u{f0000}'..='\u{10ffff}'
+            | '\u{fdd0}'..='\u{fdef}'
+            | '\u{fffe}'..='\u{ffff}'
+    ) || (c as u32 & 0xfffe) == 0xfffe;
+    !(c.is_control() || format || private_or_nonchar || (c.is_whitespace() && c != ' '))
 }
 
 fn fmt_int(v: &Val, i: i64, spec: &Spec) -> Result<String, String> {
