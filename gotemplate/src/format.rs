@@ -31,6 +31,9 @@ pub fn sprintln(args: &[Val]) -> Result<String, String> {
     Ok(parts?.join(" ") + "\n")
 }
 
+/// Bound on one `printf` result while it is built (widths can multiply a short format).
+const MAX_FORMATTED: usize = 64 << 20;
+
 /// One verb with its flags, width and precision.
 #[derive(Debug, Clone, Default)]
 struct Spec {
@@ -108,6 +111,9 @@ pub fn sprintf(format: &str, args: &[Val]) -> Result<String, String> {
             continue;
         }
         spec.verb = verb;
+        if out.len() > MAX_FORMATTED {
+            return Err(format!("printf: the result exceeds {MAX_FORMATTED} bytes"));
+        }
         if spec.sharp && verb == 'v' {
             return Err("printf: %#v (Go syntax) is not supported by vaultlet".into());
         }

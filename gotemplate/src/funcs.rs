@@ -186,7 +186,7 @@ pub fn call(
         "secret" | "pkiCert" | "secrets" => return vault_call(ex, name, at, &vals, p),
         _ => match builtins::call(name, &vals) {
             Some(r) => r.map_err(|m| ex.err(at, &p.text, m)),
-            None => helper(name, &vals).map_err(|m| fail(ex, m)),
+            None => helper(name, &vals, ex.limits.max_output).map_err(|m| fail(ex, m)),
         },
     }?;
     if let Some(s) = result.as_str() {

@@ -58,7 +58,16 @@ fn decode_b64(alpha: &alphabet::Alphabet, name: &str, text: &str) -> Result<Val,
 }
 
 /// Calls consul-template helper `name` with evaluated arguments.
-pub fn helper(name: &str, v: &[Val]) -> Result<Val, String> {
+pub fn helper(name: &str, v: &[Val], max: usize) -> Result<Val, String> {
+    let too_big = |len: usize| {
+        if len > max {
+            Err(format!(
+                "{name}: the result would exceed the output limit of {max} bytes"
+            ))
+        } else {
+            Ok(())
+        }
+    };
     let enc = |v: &[Val], escape_html: bool, pretty: bool| {
         arity(name, v, 1)?;
         json::encode(
@@ -128,6 +137,12 @@ pub fn helper(name: &str, v: &[Val]) -> Result<Val, String> {
         }
         "replaceAll" => {
             let [from, to, x] = strs::<3>(name, v)?;
+            let n = if from.is_empty() {
+                x.chars().count() + 1
+            } else {
+                x.matches(from).count()
+            };
+            too_big(x.len().saturating_add(n.saturating_mul(to.len())))?;
             s(go_replace(x, from, to))
         }
         "contains" => {
@@ -210,7 +225,12 @@ pub fn helper(name: &str, v: &[Val]) -> Result<Val, String> {
             };
             let n = usize::try_from(n)
                 .map_err(|_| "indent value must be a positive integer".to_string())?;
-            s(indent(n.min(1 << 16), want_str(&v[1])?))
+            let x = want_str(&v[1])?;
+            too_big(
+                x.len()
+                    .saturating_add((x.matches('\n').count() + 1).saturating_mul(n)),
+            )?;
+            s(indent(n, x))
         }
         "add" | "subtract" | "multiply" | "divide" | "modulo" | "minimum" | "maximum" => {
             arity(name, v, 2)?;
@@ -406,44 +426,66 @@ fn math(name: &str, a: &Val, b: &Val) -> Result<Val, String> {
 mod tests {
     use super::*;
 
+    fn helper_(name: &str, v: &[Val]) -> Result<Val, String> {
+        helper(name, v, 1 << 20)
+    }
+
+    #[test]
+    fn huge_results_are_refused_before_they_are_built() {
+        let v = |x: &str| Val::str(x);
+        let lines = "\n".repeat(1000);
+        assert!(helper("indent", &[Val::Int(1 << 40), v(&lines)], 1 << 20).is_err());
+        assert!(
+            helper(
+                "replaceAll",
+                &[v(""), v(&"x".repeat(1000)), v(&"y".repeat(2000))],
+                1 << 20
+            )
+            .is_err()
+        );
+    }
+
     #[test]
     fn string_helpers() {
         let v = |x: &str| Val::str(x);
         assert_eq!(
-            helper("split", &[v(","), v(" a,b ")]),
+            helper_("split", &[v(","), v(" a,b ")]),
             Ok(Val::Strs(Rc::new(vec!["a".into(), "b".into()])))
         );
         assert_eq!(
-            helper("replaceAll", &[v("-"), v("_"), v("a-b-c")]),
+            helper_("replaceAll", &[v("-"), v("_"), v("a-b-c")]),
             Ok(v("a_b_c"))
         );
-        assert_eq!(helper("base64Decode", &[v("aGk=\n")]), Ok(v("hi")));
-        assert!(helper("base64Decode", &[v("aGk")]).is_err());
+        assert_eq!(helper_("base64Decode", &[v("aGk=\n")]), Ok(v("hi")));
+        assert!(helper_("base64Decode", &[v("aGk")]).is_err());
         assert_eq!(
-            helper("base64URLEncode", &[v("\u{fb}\u{ff}")]),
+            helper_("base64URLEncode", &[v("\u{fb}\u{ff}")]),
             Ok(v("w7vDvw=="))
         );
         assert_eq!(
-            helper("toTitle", &[v("hello wide-world don't foo_bar")]),
+            helper_("toTitle", &[v("hello wide-world don't foo_bar")]),
             Ok(v("Hello Wide-World Don't Foo_bar"))
         );
-        assert_eq!(helper("toTitle", &[v("3rd x.y a:b")]), Ok(v("3Rd X.y A:b")));
         assert_eq!(
-            helper("indent", &[Val::Int(2), v("a\n\nb")]),
+            helper_("toTitle", &[v("3rd x.y a:b")]),
+            Ok(v("3Rd X.y A:b"))
+        );
+        assert_eq!(
+            helper_("indent", &[Val::Int(2), v("a\n\nb")]),
             Ok(v("  a\n\n  b"))
         );
         assert_eq!(
-            helper("subtract", &[Val::Int(1), Val::Int(5)]),
+            helper_("subtract", &[Val::Int(1), Val::Int(5)]),
             Ok(Val::Int(4))
         );
-        assert!(helper("join", &[v(","), Val::List(Rc::new(vec![]))]).is_err());
-        assert!(helper("toUpper", &[Val::Num("1".into())]).is_err());
+        assert!(helper_("join", &[v(","), Val::List(Rc::new(vec![]))]).is_err());
+        assert!(helper_("toUpper", &[Val::Num("1".into())]).is_err());
         assert_eq!(
-            helper("toUpper", &[v("ßŉǰᾀﬀ straße")]),
+            helper_("toUpper", &[v("ßŉǰᾀﬀ straße")]),
             Ok(v("ßŉǰᾈﬀ STRAßE"))
         );
         assert_eq!(
-            helper("toLower", &[v("İSTANBUL ΣΑΣ ᾈ")]),
+            helper_("toLower", &[v("İSTANBUL ΣΑΣ ᾈ")]),
             Ok(v("istanbul σασ ᾀ"))
         );
     }
