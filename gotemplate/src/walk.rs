@@ -97,35 +97,50 @@ const MAX_PARSE_DEPTH: usize = 100;
 
 /// Refuses sources nested deeper than the parser's recursion may safely go.
 pub fn check_nesting(src: &str) -> Result<()> {
-    let mut depth = 0usize;
+    // Open blocks, each with the length of its `else if` / `else with` chain (each link
+    // nests one level deeper in the tree, and one `{{end}}` closes the whole chain).
+    let mut blocks: Vec<usize> = Vec::new();
+    let mut parens = 0usize;
     let mut max = 0usize;
     let mut at_max = 0;
     let b = src.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
+    for i in 0..b.len() {
         if b[i] == b'(' {
-            depth += 1;
+            parens += 1;
         } else if b[i] == b')' {
-            depth = depth.saturating_sub(1);
+            parens = parens.saturating_sub(1);
         } else if b[i..].starts_with(b"{{") {
             let rest = src
                 .get(i + 2..)
                 .unwrap_or_default()
                 .trim_start_matches(['-', ' ', '\t', '\r', '\n']);
+            let word = |w: &str| {
+                rest.strip_prefix(w).is_some_and(|r| {
+                    r.starts_with([' ', '\t', '\r', '\n', '}', '-']) || r.is_empty()
+                })
+            };
             if ["if", "with", "range", "define", "block"]
                 .iter()
-                .any(|k| rest.starts_with(k))
+                .any(|k| word(k))
             {
-                depth += 1;
-            } else if rest.starts_with("end") {
-                depth = depth.saturating_sub(1);
+                blocks.push(1);
+            } else if word("end") {
+                blocks.pop();
+            } else if word("else") {
+                let after = rest.trim_start_matches("else").trim_start();
+                if let Some(top) = blocks
+                    .last_mut()
+                    .filter(|_| after.starts_with("if") || after.starts_with("with"))
+                {
+                    *top += 1;
+                }
             }
         }
+        let depth = parens + blocks.iter().sum::<usize>();
         if depth > max {
             max = depth;
             at_max = i;
         }
-        i += 1;
     }
     if max > MAX_PARSE_DEPTH {
         return Err(Error::Limit {

@@ -142,6 +142,13 @@ fn limits_stop_runaway_templates() {
     assert_eq!(limit_of(run(&parens, DATA)), "nesting depth");
     let ifs = format!("{}{}", "{{ if 1 }}".repeat(5000), "{{ end }}".repeat(5000));
     assert_eq!(limit_of(run(&ifs, DATA)), "nesting depth");
+    let chain = format!(
+        "{{{{ if 0 }}}}{}{{{{ end }}}}",
+        "{{ else if 0 }}".repeat(5000)
+    );
+    assert_eq!(limit_of(run(&chain, DATA)), "nesting depth");
+    let many = "{{ if 0 }}{{ else if 0 }}{{ end }}".repeat(500);
+    assert_eq!(run(&many, DATA).expect("sequential chains are shallow"), "");
     let wide = "{{ range 100000000 }}{{ end }}";
     assert_eq!(limit_of(run(wide, DATA)), "loop iterations");
     let err = run(loops, DATA).expect_err("limit");
