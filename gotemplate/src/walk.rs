@@ -104,12 +104,29 @@ pub fn check_nesting(src: &str) -> Result<()> {
     let mut max = 0usize;
     let mut at_max = 0;
     let b = src.as_bytes();
+    // Parentheses count only inside actions and outside quoted strings.
+    let (mut in_action, mut quote, mut escaped) = (false, None::<u8>, false);
     for i in 0..b.len() {
-        if b[i] == b'(' {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if q == b'"' && b[i] == b'\\' {
+                escaped = true;
+            } else if b[i] == q {
+                quote = None;
+            }
+            continue;
+        }
+        if in_action && (b[i] == b'"' || b[i] == b'`') {
+            quote = Some(b[i]);
+        } else if in_action && b[i..].starts_with(b"}}") {
+            in_action = false;
+        } else if in_action && b[i] == b'(' {
             parens += 1;
-        } else if b[i] == b')' {
+        } else if in_action && b[i] == b')' {
             parens = parens.saturating_sub(1);
         } else if b[i..].starts_with(b"{{") {
+            in_action = true;
             let rest = src
                 .get(i + 2..)
                 .unwrap_or_default()

@@ -147,6 +147,15 @@ fn limits_stop_runaway_templates() {
         "{{ else if 0 }}".repeat(5000)
     );
     assert_eq!(limit_of(run(&chain, DATA)), "nesting depth");
+    let text = format!(
+        "{}{{{{ printf \"%s\" \"{}\" }}}}",
+        "(".repeat(500),
+        "(".repeat(500)
+    );
+    assert_eq!(
+        run(&text, DATA).expect("parentheses in text"),
+        "(".repeat(1000)
+    );
     let many = "{{ if 0 }}{{ else if 0 }}{{ end }}".repeat(500);
     assert_eq!(run(&many, DATA).expect("sequential chains are shallow"), "");
     let wide = "{{ range 100000000 }}{{ end }}";
