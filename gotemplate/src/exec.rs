@@ -25,6 +25,7 @@ pub struct Exec<'a> {
     vars: Vec<(String, Val)>,
     steps: usize,
     depth: usize,
+    missing_key_error: bool,
     /// Results of `secret`/`secrets`/`pkiCert` calls in this render, by call.
     pub(crate) cache: HashMap<String, Val>,
 }
@@ -44,10 +45,17 @@ impl<'a> Exec<'a> {
             limits,
             out: String::new(),
             vars: vec![("$".into(), Val::Nil)],
+            missing_key_error: false,
             steps: 0,
             depth: 0,
             cache: HashMap::new(),
         }
+    }
+
+    /// Fails on `.key` of a map without that key (`missingkey=error`).
+    pub fn missing_key_error(mut self, yes: bool) -> Self {
+        self.missing_key_error = yes;
+        self
     }
 
     /// Runs the main template (dot is nil, as in consul-template) and returns the output.
@@ -340,6 +348,10 @@ impl<'a> Exec<'a> {
     /// Follows a field chain `.a.b.c` from `v`.
     fn fields(&self, mut v: Val, chain: &[String], p: &Pipe) -> Result<Val> {
         for name in chain {
+            let missing = matches!(&v, Val::Map(m) if !m.contains_key(name));
+            if self.missing_key_error && missing {
+                return Err(self.err(p.at, &p.text, format!("map has no entry for key {name:?}")));
+            }
             v = field(&v, name).map_err(|m| self.err(p.at, &p.text, m))?;
         }
         Ok(v)

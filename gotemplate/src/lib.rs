@@ -89,6 +89,7 @@ pub struct SecretCall {
 pub struct Template {
     src: String,
     tree: parse::Tree,
+    error_on_missing_key: bool,
 }
 
 impl Template {
@@ -104,6 +105,7 @@ impl Template {
         Ok(Template {
             src: src.to_string(),
             tree,
+            error_on_missing_key: false,
         })
     }
 
@@ -121,7 +123,16 @@ impl Template {
 
     /// Renders the template, asking `source` for each Vault call (once per distinct call).
     pub fn render(&self, source: &mut dyn SecretSource, limits: Limits) -> Result<String> {
-        exec::Exec::new(&self.tree, &self.src, source, limits).run()
+        exec::Exec::new(&self.tree, &self.src, source, limits)
+            .missing_key_error(self.error_on_missing_key)
+            .run()
+    }
+
+    /// Vault Agent's `error_on_missing_key = true`: `.key` on a map without it fails the
+    /// render (Go's `missingkey=error`) instead of printing `<no value>`.
+    pub fn error_on_missing_key(mut self, yes: bool) -> Self {
+        self.error_on_missing_key = yes;
+        self
     }
 }
 

@@ -10,7 +10,9 @@ use std::path::Path;
 use vaultlet_gotemplate::{Error, Limits, Pos, SecretRequest, SecretSource, Template};
 use vaultlet_testkit::TempDir;
 
-use support::{Live, bao_agent_error, corpus, render_with_bao_agent, seeded_bao};
+use support::{
+    Live, bao_agent_error, corpus, render_with_bao_agent, render_with_bao_agent_options, seeded_bao,
+};
 
 #[test]
 fn failing_templates_fail_in_both_with_gos_message() {
@@ -20,7 +22,7 @@ fn failing_templates_fail_in_both_with_gos_message() {
     let mut failures = Vec::new();
     for (name, path) in &templates {
         let src = std::fs::read_to_string(path).expect("read template");
-        let go = bao_agent_error(&bao, path, &dir);
+        let go = bao_agent_error(&bao, path, &dir, "");
         match Template::parse(&src)
             .and_then(|t| t.render(&mut Live { bao: &bao }, Limits::default()))
         {
@@ -34,6 +36,55 @@ fn failing_templates_fail_in_both_with_gos_message() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn error_on_missing_key_matches_vault_agents_option() {
+    let bao = seeded_bao();
+    let dir = TempDir::with_prefix("vaultlet-gotemplate-mk-").expect("temp dir");
+    let option = "error_on_missing_key = true";
+    // Templates without missing keys render the same bytes with the option on.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let clean: Vec<(String, std::path::PathBuf)> = corpus(&root)
+        .into_iter()
+        .filter(|(n, _)| {
+            [
+                "01-env-file",
+                "03-json-config",
+                "08-kv1-index",
+                "31-nginx",
+                "44-vault-k8s-examples",
+            ]
+            .contains(&n.as_str())
+        })
+        .collect();
+    assert_eq!(clean.len(), 5);
+    let out = render_with_bao_agent_options(&bao, &clean, &dir, option);
+    for (name, path) in &clean {
+        let src = std::fs::read_to_string(path).expect("read template");
+        let got = Template::parse(&src)
+            .map(|t| t.error_on_missing_key(true))
+            .and_then(|t| t.render(&mut Live { bao: &bao }, Limits::default()))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            got.as_bytes(),
+            std::fs::read(out.join(name)).expect("output"),
+            "{name}"
+        );
+    }
+    // A missing key fails both, with Go's message.
+    let missing = dir.path().join("missing.tmpl");
+    let src = "{{ with secret \"secret/app\" }}{{ .Data.data.nope }}{{ end }}\n";
+    std::fs::write(&missing, src).expect("write");
+    let go = bao_agent_error(&bao, &missing, &dir, option);
+    let err = Template::parse(src)
+        .map(|t| t.error_on_missing_key(true))
+        .and_then(|t| t.render(&mut Live { bao: &bao }, Limits::default()))
+        .expect_err("missing key");
+    assert!(
+        err.to_string().contains(&go),
+        "bao agent: {go}\nvaultlet: {err}"
+    );
 }
 
 /// Answers `pkiCert` with the certificate `bao agent` was issued, as Vault sent it.

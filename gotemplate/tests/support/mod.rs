@@ -163,6 +163,16 @@ pub fn render_with_bao_agent(
     templates: &[(String, PathBuf)],
     dir: &TempDir,
 ) -> PathBuf {
+    render_with_bao_agent_options(bao, templates, dir, "")
+}
+
+/// [`render_with_bao_agent`] with `extra` lines in every `template` stanza.
+pub fn render_with_bao_agent_options(
+    bao: &OpenBao,
+    templates: &[(String, PathBuf)],
+    dir: &TempDir,
+    extra: &str,
+) -> PathBuf {
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).expect("mkdir out");
     let token = dir.path().join("token");
@@ -174,7 +184,7 @@ pub fn render_with_bao_agent(
     );
     for (name, src) in templates {
         hcl.push_str(&format!(
-            "template {{\n  source = \"{}\"\n  destination = \"{}\"\n}}\n",
+            "template {{\n  source = \"{}\"\n  destination = \"{}\"\n  {extra}\n}}\n",
             src.display(),
             out.join(name).display()
         ));
@@ -243,7 +253,7 @@ pub fn corpus(dir: &Path) -> Vec<(String, PathBuf)> {
 
 /// Runs `bao agent` on one template that must fail to execute and returns consul-template's
 /// message (the text after `executing "" at <...>: `), read from the agent's log.
-pub fn bao_agent_error(bao: &OpenBao, template: &Path, dir: &TempDir) -> String {
+pub fn bao_agent_error(bao: &OpenBao, template: &Path, dir: &TempDir, extra: &str) -> String {
     let name = template
         .file_stem()
         .unwrap_or_default()
@@ -254,7 +264,7 @@ pub fn bao_agent_error(bao: &OpenBao, template: &Path, dir: &TempDir) -> String 
     let token = work.join("token");
     std::fs::write(&token, bao.root_token()).expect("write token");
     let hcl = format!(
-        "vault {{ address = \"{}\" }}\nauto_auth {{\n  method \"token_file\" {{ config {{ token_file_path = \"{}\" }} }}\n}}\nexit_after_auth = true\ntemplate {{\n  source = \"{}\"\n  destination = \"{}\"\n}}\n",
+        "vault {{ address = \"{}\" }}\nauto_auth {{\n  method \"token_file\" {{ config {{ token_file_path = \"{}\" }} }}\n}}\nexit_after_auth = true\ntemplate {{\n  source = \"{}\"\n  destination = \"{}\"\n  {extra}\n}}\n",
         bao.addr(),
         token.display(),
         template.display(),
