@@ -1,0 +1,3 @@
+module gotemplate-differential
+
+go 1.22
