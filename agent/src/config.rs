@@ -135,7 +135,9 @@ fn default_init_deadline() -> Duration {
 pub struct SecretSpec {
     /// DNS-label-like name (`db`), from the `vaultlet.io/secret-<name>` annotation.
     pub name: String,
-    /// Vault API path without `v1/`, e.g. `secret/data/app` or `database/creds/app`.
+    /// Vault API path without `v1/`, e.g. `secret/data/app` or `database/creds/app`. Empty
+    /// for a consul-template secret, whose template names what it reads.
+    #[serde(default)]
     pub path: String,
     /// Parameters of a write (`pki/issue/web` with `common_name=...`); a non-empty map makes
     /// the fetch a write instead of a read.
@@ -144,9 +146,14 @@ pub struct SecretSpec {
     /// Pinned KV v2 version; latest when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
-    /// Handlebars template; the default format applies when absent.
+    /// Template in [`SecretSpec::language`]; the default format applies when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// The template's language: Handlebars over this secret's data, or consul-template's (Go
+    /// `text/template`, as Vault Agent and vault-k8s render), whose `secret` calls name the
+    /// Vault paths it reads.
+    #[serde(default, skip_serializing_if = "TemplateLanguage::is_handlebars")]
+    pub language: TemplateLanguage,
     /// Output format when there is no template.
     #[serde(default)]
     pub format: OutputFormat,
@@ -196,6 +203,35 @@ fn mode_de<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     match Mode::deserialize(d)? {
         Mode::Number(n) => Ok(n),
         Mode::Octal(s) => parse_mode(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+/// The language of a secret's template.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TemplateLanguage {
+    /// Handlebars over the secret's own data (`{{password}}`), `secrets.<name>` for others.
+    #[default]
+    Handlebars,
+    /// consul-template: Go `text/template` with `secret "path"` and its functions, rendering
+    /// the bytes Vault Agent renders (the vault-k8s migration).
+    ConsulTemplate,
+}
+
+impl TemplateLanguage {
+    fn is_handlebars(&self) -> bool {
+        *self == Self::Handlebars
+    }
+}
+
+impl FromStr for TemplateLanguage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "handlebars" => Ok(Self::Handlebars),
+            "consul-template" => Ok(Self::ConsulTemplate),
+            _ => Err("expected handlebars or consul-template".into()),
+        }
     }
 }
 
@@ -497,7 +533,21 @@ impl AgentConfig {
             if !names.insert(s.name.as_str()) {
                 return Err(ConfigError::invalid(field("name"), "appears twice"));
             }
-            validate_vault_path(&s.path).map_err(|r| ConfigError::invalid(field("path"), r))?;
+            match s.language {
+                TemplateLanguage::Handlebars => validate_vault_path(&s.path)
+                    .map_err(|r| ConfigError::invalid(field("path"), r))?,
+                TemplateLanguage::ConsulTemplate if s.template.is_none() => {
+                    return Err(ConfigError::invalid(
+                        field("template"),
+                        "a consul-template secret needs its template (it names the Vault paths it reads)",
+                    ));
+                }
+                TemplateLanguage::ConsulTemplate if !s.path.is_empty() => {
+                    validate_vault_path(&s.path)
+                        .map_err(|r| ConfigError::invalid(field("path"), r))?
+                }
+                TemplateLanguage::ConsulTemplate => {}
+            }
             validate_relative_file(&s.file).map_err(|r| ConfigError::invalid(field("file"), r))?;
             if !files.insert(s.file.as_str()) {
                 return Err(ConfigError::invalid(

@@ -9,6 +9,7 @@ fn mk_secret(name: &str, file: &str) -> SecretSpec {
         params: BTreeMap::new(),
         version: None,
         template: None,
+        language: TemplateLanguage::Handlebars,
         format: OutputFormat::Env,
         file: file.into(),
         mode: DEFAULT_FILE_MODE,
@@ -327,5 +328,28 @@ fn vault_paths_with_escapes_are_refused() {
     assert_eq!(
         cfg.validate().map_err(|e| e.to_string()),
         Err(format!("secrets[{}].path: {msg}", cfg.secrets[0].name))
+    );
+}
+
+#[test]
+fn a_consul_template_secret_needs_its_template_not_a_path() {
+    let mut c = mk_config();
+    c.secrets = vec![mk_secret("web", "web.conf")];
+    c.secrets[0].language = TemplateLanguage::ConsulTemplate;
+    c.secrets[0].path = String::new();
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("secrets[web].template"), "{err}");
+    c.secrets[0].template =
+        Some("{{ with secret \"secret/app\" }}{{ .Data.data.password }}{{ end }}".into());
+    c.validate().expect("no path needed");
+    let json = serde_json::to_value(&c.secrets[0]).expect("json");
+    assert_eq!(json["language"], "consul-template");
+    assert_eq!(json["path"], "");
+    // Handlebars stays the default, left out of the serialised config.
+    let json = serde_json::to_value(mk_secret("db", "db")).expect("json");
+    assert!(json.get("language").is_none());
+    assert_eq!(
+        "consul-template".parse(),
+        Ok(TemplateLanguage::ConsulTemplate)
     );
 }
