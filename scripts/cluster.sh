@@ -525,6 +525,7 @@ install_in_cluster() {
   # plain or TLS (the cert-auth sample's listener requiring client certificates).
   helm_ upgrade --install vaultlet "$repo/charts/vaultlet" --namespace "$release_ns" --create-namespace \
     --set-json "injector.allowedVaultAddrs=[\"http://$pod_gw:8200\",\"https://$pod_gw:8200\"]" \
+    --set-json "injector.podTlsVaultAddrs=[\"https://$pod_gw:8200\"]" \
     "${VAULTLET_HELM_ARGS[@]}" \
     --wait --timeout 180s >/dev/null || die "helm install failed; see: kubectl -n $release_ns get pods"
   wait_for "injector endpoints" 60 injector_endpoints_ready
@@ -576,6 +577,7 @@ injector_start() {
     VAULTLET_LISTEN_ADDR="127.0.0.1:$injector_port" VAULTLET_ADMIN_ADDR="127.0.0.1:$injector_admin_port" \
       VAULTLET_TLS_CERT_FILE="$tls/tls.crt" VAULTLET_TLS_KEY_FILE="$tls/tls.key" \
       VAULTLET_ALLOWED_VAULT_ADDRS="http://$pod_gw:8200,https://$pod_gw:8200" VAULTLET_DRAIN_DELAY=0s \
+      VAULTLET_POD_TLS_VAULT_ADDRS="https://$pod_gw:8200" \
       start injector "$injector" serve
   fi
   wait_for injector 30 curl -sf "http://127.0.0.1:$injector_admin_port/readyz"

@@ -419,6 +419,7 @@ fn agent_config(req: &PodRequest, s: &Settings, plan: &Plan) -> Result<AgentConf
             params: r.params.clone(),
             version: r.version,
             template: r.template.clone(),
+            language: Default::default(),
             format: r.format.unwrap_or_default(),
             file: r.file.clone().unwrap_or_else(|| name.clone()),
             mode: r.mode.unwrap_or(DEFAULT_FILE_MODE),
@@ -432,10 +433,12 @@ fn agent_config(req: &PodRequest, s: &Settings, plan: &Plan) -> Result<AgentConf
     } else {
         ExitPolicy::Never
     };
+    let redirect_addresses = s.redirect_addrs_for(&address);
     let mut vault = VaultConfig {
         address,
         namespace: req.vault_namespace.clone(),
         tls_server_name: req.tls_server_name.clone(),
+        redirect_addresses,
         ..VaultConfig::default()
     };
     tls::apply_to(&mut vault, req, s);
@@ -448,6 +451,7 @@ fn agent_config(req: &PodRequest, s: &Settings, plan: &Plan) -> Result<AgentConf
         paths: Paths {
             secrets_dir: plan.secrets_dir.clone().into(),
             bin_dir: plan.env.then(|| BIN_DIR.into()),
+            max_file_size: containers::secrets_volume_bytes(req, s),
             ..Paths::default()
         },
         refresh_interval: req.refresh_interval.unwrap_or(s.agent.refresh_interval.0),

@@ -479,3 +479,27 @@ mod env;
 
 #[path = "mutate/hostile_tests.rs"]
 mod hostile;
+
+/// The agent's bound on one rendered file is the secrets volume's size, and it may follow a
+/// redirect only to the operator's Vault nodes of the address's own scheme.
+#[test]
+fn the_agent_gets_the_volume_size_and_the_operators_vault_nodes() {
+    let pod = mk_pod(basic());
+    let config = config_of(container(&injected(&pod, &settings()).pod, AGENT_CONTAINER));
+    assert_eq!(config.paths.max_file_size, 16 * 1024 * 1024);
+    assert_eq!(config.vault.redirect_addresses, Vec::<String>::new());
+
+    let mut s = settings();
+    s.vault.vault_redirect_addrs = vec![
+        "https://vault-1.vault-internal:8200".into(),
+        " ".into(),
+        "http://vault-2.vault-internal:8200".into(),
+    ];
+    let pod = mk_pod(annotated("vaultlet.io/secrets-volume-size", "1Mi"));
+    let config = config_of(container(&injected(&pod, &s).pod, AGENT_CONTAINER));
+    assert_eq!(config.paths.max_file_size, 1024 * 1024);
+    assert_eq!(
+        config.vault.redirect_addresses,
+        ["https://vault-1.vault-internal:8200"]
+    );
+}

@@ -191,6 +191,10 @@ pub struct VaultArgs {
     /// Whether a Pod may choose how its agent verifies the default address (--vault-addr).
     #[arg(long, env = "VAULTLET_POD_TLS_DEFAULT_ADDR", default_value_t = true, action = clap::ArgAction::Set)]
     pub pod_tls_default_addr: bool,
+    /// Vault's own nodes (HA standbys, the active node) the agents may follow a redirect to,
+    /// comma-separated; every other redirect is refused (the token goes only to Vault).
+    #[arg(long, env = "VAULTLET_VAULT_REDIRECT_ADDRS", value_delimiter = ',')]
+    pub vault_redirect_addrs: Vec<String>,
     /// Default auth method: kubernetes, jwt, cert or approle.
     #[arg(long, env = "VAULTLET_AUTH_METHOD", default_value = "kubernetes")]
     pub auth_method: AuthMethod,
@@ -252,6 +256,9 @@ impl Settings {
         }
         for addr in listed(&self.vault.pod_tls_vault_addrs) {
             check("pod-tls-vault-addrs", self.pod_tls_addr(addr))?;
+        }
+        for addr in listed(&self.vault.vault_redirect_addrs) {
+            check("vault-redirect-addrs", validate_vault_address(addr))?;
         }
         check("auth-path", validate_mount(&self.vault.auth_path))?;
         check(
@@ -355,6 +362,18 @@ impl Settings {
             Ok(o) => o.settings,
             Err(e) => unreachable!("built-in defaults do not parse: {e}"),
         }
+    }
+}
+
+impl Settings {
+    /// The Vault nodes an agent talking to `address` may follow a redirect to: those of
+    /// `--vault-redirect-addrs` with the address's scheme (never https -> http).
+    pub fn redirect_addrs_for(&self, address: &str) -> Vec<String> {
+        let scheme = address.split("://").next();
+        listed(&self.vault.vault_redirect_addrs)
+            .filter(|a| a.split("://").next() == scheme)
+            .map(str::to_owned)
+            .collect()
     }
 }
 

@@ -153,11 +153,22 @@ fn memory_dir(size: &str) -> EmptyDirVolumeSource {
     }
 }
 
-pub(super) fn volumes(plan: &Plan, s: &Settings, req: &PodRequest) -> Vec<Volume> {
-    let size = req
-        .secrets_volume_size
+/// The secrets volume's `sizeLimit`: the annotation, else the injector's default.
+fn secrets_volume_size(req: &PodRequest, s: &Settings) -> String {
+    req.secrets_volume_size
         .clone()
-        .unwrap_or_else(|| s.agent.secrets_volume_size.clone());
+        .unwrap_or_else(|| s.agent.secrets_volume_size.clone())
+}
+
+/// The secrets volume's size in bytes: the agent's bound on one rendered file.
+pub(super) fn secrets_volume_bytes(req: &PodRequest, s: &Settings) -> u64 {
+    crate::annotations::quantity_value(&secrets_volume_size(req, s))
+        .filter(|v| v.is_finite() && *v >= 1.0)
+        .map_or(vaultlet_agent::config::DEFAULT_MAX_FILE_SIZE, |v| v as u64)
+}
+
+pub(super) fn volumes(plan: &Plan, s: &Settings, req: &PodRequest) -> Vec<Volume> {
+    let size = secrets_volume_size(req, s);
     let mut out = vec![
         Volume {
             name: SECRETS_VOLUME.to_owned(),
