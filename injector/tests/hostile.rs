@@ -68,7 +68,8 @@ async fn tenant_text_cannot_forge_a_text_log_line() {
         .find(|l| l.contains("outcome=\"denied\""))
         .expect("the denied review is logged");
     assert!(
-        review.contains("web-\\nFORGED pod line *") && review.contains("\\nFORGED annotation"),
+        review.contains(r#"pod="web-\\nFORGED pod line *""#)
+            && review.contains("\\nFORGED annotation"),
         "{review}"
     );
 }

@@ -110,8 +110,8 @@ async fn tenant_text_cannot_forge_a_log_line() {
     assert_eq!(status, 200);
     let line = server.log_line(&["outcome=\"denied\""], Duration::from_secs(5));
     assert!(
-        line.contains(r#"namespace="shop\n2026-01-01T00:00:00Z  INFO"#)
-            && line.contains(r#"pod="web\n2026"#),
+        line.contains(r#"namespace="shop\\n2026-01-01T00:00:00Z  INFO"#)
+            && line.contains(r#"pod="web\\n2026"#),
         "{line}"
     );
     // Nothing else was logged: no line of the attacker's own.

@@ -241,7 +241,7 @@ async fn mutate(app: &App, req: Request<Incoming>) -> Response<Body> {
         }
         Err(e) => {
             app.metrics.bad_request(e.status());
-            tracing::info!(error = %e, "bad admission request");
+            tracing::info!(error = ?e.to_string(), "bad admission request");
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
             text(status, format!("{e}\n"))
         }
