@@ -8,7 +8,9 @@ Admission (--pods N, 0 skips it): creates Pods through the API server (one keep-
 connection with the admin client certificate, so no kubectl start-up is measured), alternating
 a Pod labelled vaultlet.io/inject=true (the API server calls the injector) and the same Pod
 unlabelled (no webhook call), in a namespace of its own that it deletes at the end. Prints
-p50/p90/p99/max of each kind and of the difference. These Pods are never scheduled.
+p50/p90/p99/max of each kind and of the difference, and how many reviews the injector answered
+per labelled Pod, by outcome (its metrics, read through the API server's Pod proxy: a second
+call per Pod is the API server's reinvocation). These Pods are never scheduled.
 
 Start-up (--startup N, 0 skips it): a dev OpenBao (`bao` from PATH or $VAULTLET_VENV/bin)
 listens on the node's bridge address, port 8200 (the Vault address the installed injector
@@ -142,14 +144,37 @@ def load():
         return " ".join(f.read().split()[:3])
 
 
+INJECTOR_NS = "vaultlet-system"
+
+
+def injector_reviews(conn):
+    """Reviews answered by the installed injector's Pods so far, by outcome."""
+    status, body = request(conn, "GET", f"/api/v1/namespaces/{INJECTOR_NS}/pods?labelSelector=app.kubernetes.io/name%3Dvaultlet")
+    if status != 200:
+        return {}
+    totals = {}
+    for item in json.loads(body)["items"]:
+        name = item["metadata"]["name"]
+        status, page = request(conn, "GET", f"/api/v1/namespaces/{INJECTOR_NS}/pods/{name}:9090/proxy/metrics")
+        if status != 200:
+            continue
+        for line in page.decode().splitlines():
+            if line.startswith('vaultlet_injector_reviews_total{outcome="'):
+                outcome = line.split('"')[1]
+                totals[outcome] = totals.get(outcome, 0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
 def admission(conn, pods):
     ns = namespace(conn)
     times = {True: [], False: []}
+    reviews_before = reviews_after = {}
     try:
         # Warm-up: connections to the webhook, caches.
         for i in range(10):
             for labelled in (True, False):
                 request(conn, "POST", f"/api/v1/namespaces/{ns}/pods", pod(f"warm-{i}-{int(labelled)}", labelled))
+        reviews_before = injector_reviews(conn)
         for i in range(pods):
             for labelled in (True, False) if i % 2 == 0 else (False, True):
                 name = f"p-{i}-{int(labelled)}"
@@ -163,6 +188,7 @@ def admission(conn, pods):
                 if injected != labelled:
                     sys.exit(f"{name}: injected={injected}, expected {labelled}")
                 times[labelled].append(elapsed)
+        reviews_after = injector_reviews(conn)
     finally:
         request(conn, "DELETE", f"/api/v1/namespaces/{ns}")
     print(f"Pod creation latency, {pods} of each kind, milliseconds:")
@@ -172,6 +198,11 @@ def admission(conn, pods):
     print(summary("unlabelled (no webhook)", times[False]))
     for q in (50, 99):
         print(f"added by the webhook at p{q}: {percentile(times[True], q) - percentile(times[False], q):.2f} ms")
+    if reviews_after:
+        per_pod = {k: (reviews_after.get(k, 0) - reviews_before.get(k, 0)) / pods for k in reviews_after}
+        calls = sum(per_pod.values())
+        detail = ", ".join(f"{k} {v:.2f}" for k, v in sorted(per_pod.items()) if v)
+        print(f"injector reviews per labelled Pod: {calls:.2f} ({detail})")
 
 
 VAULT_PORT_FOR_PODS = 8200

@@ -12,6 +12,9 @@ use vaultlet_e2e::bins;
 use vaultlet_testkit::TempDir;
 use vaultlet_testkit::cluster::{Cluster, Namespace};
 
+#[path = "chart/reuse.rs"]
+mod reuse;
+
 const RELEASE_NS: &str = "vaultlet-system";
 
 fn chart_dir() -> String {
@@ -328,12 +331,23 @@ fn base64_of(bytes: &[u8]) -> String {
 /// The reviews an in-cluster injector Pod answered with `outcome`, read through the API server's
 /// proxy to its admin port.
 fn pod_reviews(cluster: &Cluster, ns: &str, pod: &str, outcome: &str) -> f64 {
+    pod_metric(
+        cluster,
+        ns,
+        pod,
+        &format!("vaultlet_injector_reviews_total{{outcome=\"{outcome}\"}}"),
+    )
+}
+
+/// The value of `series` (a metric name with its labels) on an in-cluster injector Pod, read
+/// through the API server's proxy to its admin port.
+fn pod_metric(cluster: &Cluster, ns: &str, pod: &str, series: &str) -> f64 {
     let metrics = cluster.kubectl_ok(&[
         "get",
         "--raw",
         &format!("/api/v1/namespaces/{ns}/pods/{pod}:9090/proxy/metrics"),
     ]);
-    let series = format!("vaultlet_injector_reviews_total{{outcome=\"{outcome}\"}} ");
+    let series = format!("{series} ");
     metrics
         .lines()
         .filter_map(|l| l.strip_prefix(&series))
@@ -397,72 +411,4 @@ fn the_chart_runs_the_injector_on_the_node_behind_its_service() {
         .map(|n| pod_reviews(cluster, &ns.name, n, "injected"))
         .sum();
     assert_eq!(injected, 1.0, "one in-cluster injector injected the Pod");
-}
-
-/// Rolling the injector (`kubectl rollout restart`, then deleting one of its Pods) while Pods
-/// are created continuously: with `failurePolicy: Fail`, every creation must still succeed and
-/// be injected, because a stopping injector turns unready and keeps answering for its drain
-/// delay while the endpoints change.
-#[test]
-fn rolling_the_injector_refuses_no_pod() {
-    let cluster = Cluster::running();
-    assert!(cluster.node().is_some(), "needs the node");
-    let ns = cluster.namespace("e2e-chart-roll", &[]);
-    let release = "aa-roll";
-    let _release = install_isolated(cluster, &ns, release, &["--wait", "--timeout", "180s"]);
-    let deployment = format!("deployment/{release}-vaultlet");
-    let apps = cluster.namespace("e2e-chart-roll-apps", &[]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let creator = {
-        let stop = std::sync::Arc::clone(&stop);
-        let apps = apps.name.clone();
-        std::thread::spawn(move || {
-            let (mut created, mut failures) = (0usize, Vec::new());
-            let mut n = 0;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                n += 1;
-                let mut pod = labelled_pod();
-                pod["metadata"]["name"] = json!(format!("app-{n}"));
-                pod["metadata"]["labels"]["vaultlet.io/e2e-release"] = json!(release);
-                pod["spec"]["nodeSelector"] = json!({"vaultlet.io/no-such-node": "true"});
-                match cluster.create(&apps, &pod) {
-                    Ok(stored)
-                        if stored["spec"]["initContainers"][0]["name"] == "vaultlet-agent" =>
-                    {
-                        created += 1
-                    }
-                    Ok(_) => failures.push(format!("app-{n}: not injected")),
-                    Err(e) => failures.push(format!("app-{n}: {e}")),
-                }
-            }
-            (created, failures)
-        })
-    };
-    let rolled_out = || {
-        cluster.kubectl_ok(&[
-            "rollout",
-            "status",
-            "-n",
-            &ns.name,
-            &deployment,
-            "--timeout=180s",
-        ])
-    };
-    cluster.kubectl_ok(&["rollout", "restart", "-n", &ns.name, &deployment]);
-    rolled_out();
-    let victim = cluster
-        .list(&ns.name, "pods")
-        .iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .find_map(|p| p["metadata"]["name"].as_str().map(String::from))
-        .expect("an injector Pod");
-    cluster.kubectl_ok(&["delete", "pod", "-n", &ns.name, &victim, "--wait=true"]);
-    rolled_out();
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (created, failures) = creator.join().expect("creator thread");
-    assert_eq!(failures, Vec::<String>::new(), "{created} Pods created");
-    assert!(
-        created >= 20,
-        "only {created} Pods were created during the roll"
-    );
 }
