@@ -1,0 +1,239 @@
+//! `vaultlet-injector convert`: rewrites vault-k8s-annotated workloads for vaultlet.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+mod map;
+mod rules;
+
+pub use map::{SOURCE_PREFIXES, pod_template};
+
+/// What became of one source annotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// The vault-k8s annotation key (or a marker like `(consul-template default)`).
+    pub from: String,
+    /// What it became.
+    pub to: String,
+}
+
+/// Why a workload is not converted: the annotation, the construct, what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The vault-k8s annotation key.
+    pub key: String,
+    /// Its value (quoted in messages).
+    pub value: String,
+    /// What cannot be converted faithfully.
+    pub construct: String,
+    /// What to do.
+    pub todo: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {} cannot be converted faithfully; {}",
+            crate::annotations::shown_key(&self.key),
+            rules::quoted(&self.value),
+            self.construct,
+            self.todo
+        )
+    }
+}
+
+/// A converted pod template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Converted {
+    /// The template's new annotations (vault-k8s keys replaced by vaultlet ones).
+    pub annotations: BTreeMap<String, String>,
+    /// The template's new labels (with `vaultlet.io/inject: "true"`).
+    pub labels: BTreeMap<String, String>,
+    /// `spec.shareProcessNamespace: true` is needed (signal notifications).
+    pub share_process_namespace: bool,
+    /// What each annotation became.
+    pub report: Vec<Line>,
+}
+
+/// The result of converting one pod template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// No vault-k8s annotation at all.
+    Untouched,
+    /// vault-k8s annotations, but no `agent-inject: "true"`: vault-k8s would not inject it.
+    NotOptedIn,
+    /// Converted.
+    Converted(Converted),
+    /// Refused; the workload stays unchanged.
+    Refused(Vec<Refusal>),
+}
+
+/// Why the input could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// Not YAML or JSON.
+    #[error(
+        "input is not YAML or JSON Kubernetes objects: {0}; give manifests as `kubectl get -o yaml` or `helm template` print them"
+    )]
+    Parse(String),
+    /// Output could not be written as YAML.
+    #[error("cannot write YAML: {0}")]
+    Output(String),
+}
+
+/// Everything `convert` prints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Converting {
+    /// The manifests (every object, converted or unchanged), as YAML documents.
+    pub manifests: String,
+    /// The report, one line each.
+    pub report: Vec<String>,
+    /// Number of workloads refused.
+    pub refused: usize,
+    /// Number of workloads converted.
+    pub converted: usize,
+}
+
+/// Parses YAML (one or more documents) or JSON into objects.
+pub fn parse_documents(input: &str) -> Result<Vec<Value>, ConvertError> {
+    let trimmed = input.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let mut out = Vec::new();
+        let stream = serde_json::Deserializer::from_str(trimmed).into_iter::<Value>();
+        for v in stream {
+            out.push(v.map_err(|e| ConvertError::Parse(e.to_string()))?);
+        }
+        return Ok(out);
+    }
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(input).map_err(|e| ConvertError::Parse(e.to_string()))?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// Converts every object of `input`.
+pub fn convert(input: &str) -> Result<Converting, ConvertError> {
+    let mut out = Converting::default();
+    let mut docs = Vec::new();
+    for mut doc in parse_documents(input)? {
+        object(&mut doc, &mut out);
+        docs.push(serde_saphyr::to_string(&doc).map_err(|e| ConvertError::Output(e.to_string()))?);
+    }
+    out.manifests = docs.iter().map(|d| format!("---\n{d}")).collect::<String>();
+    Ok(out)
+}
+
+/// JSON pointer of a kind's pod template.
+fn template_path(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Pod" => Some(""),
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "Job"
+        | "ReplicationController"
+        | "PodTemplate" => Some(if kind == "PodTemplate" {
+            "/template"
+        } else {
+            "/spec/template"
+        }),
+        "CronJob" => Some("/spec/jobTemplate/spec/template"),
+        _ => None,
+    }
+}
+
+fn object(obj: &mut Value, out: &mut Converting) {
+    let kind = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if kind.ends_with("List") {
+        if let Some(Value::Array(items)) = obj.get_mut("items") {
+            for item in items {
+                object(item, out);
+            }
+        }
+        return;
+    }
+    let Some(path) = template_path(&kind) else {
+        return;
+    };
+    let name = workload_name(obj, &kind);
+    let Some(template) = obj.pointer_mut(path) else {
+        return;
+    };
+    let annotations = string_map(template.pointer("/metadata/annotations"));
+    let labels = string_map(template.pointer("/metadata/labels"));
+    let spec = template.get("spec").cloned().unwrap_or(Value::Null);
+    match pod_template(&annotations, &labels, &spec) {
+        Outcome::Untouched => {}
+        Outcome::NotOptedIn => out.report.push(format!(
+            "{name}: left unchanged: it has vault-k8s annotations but no agent-inject: \"true\", so vault-k8s does not inject it"
+        )),
+        Outcome::Refused(refusals) => {
+            out.refused += 1;
+            for r in refusals {
+                out.report.push(format!("{name}: refused, left unchanged: {r}"));
+            }
+        }
+        Outcome::Converted(c) => {
+            out.converted += 1;
+            out.report.push(format!("{name}: converted"));
+            for l in &c.report {
+                out.report.push(format!("  {} -> {}", l.from, l.to));
+            }
+            apply(template, c);
+        }
+    }
+}
+
+fn apply(template: &mut Value, c: Converted) {
+    if !template.is_object() {
+        return;
+    }
+    let meta = &mut template["metadata"];
+    if !meta.is_object() {
+        *meta = Value::Object(Default::default());
+    }
+    meta["annotations"] = serde_json::to_value(&c.annotations).unwrap_or(Value::Null);
+    meta["labels"] = serde_json::to_value(&c.labels).unwrap_or(Value::Null);
+    if c.share_process_namespace && template["spec"].is_object() {
+        template["spec"]["shareProcessNamespace"] = Value::Bool(true);
+    }
+}
+
+fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let s = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), s)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn workload_name(obj: &Value, kind: &str) -> String {
+    let get = |k: &str| obj.pointer(k).and_then(Value::as_str).unwrap_or_default();
+    let ns = get("/metadata/namespace");
+    let name = get("/metadata/name");
+    let name = if name.is_empty() { "(no name)" } else { name };
+    let shown = crate::annotations::printable(name);
+    if ns.is_empty() {
+        format!("{kind}/{shown}")
+    } else {
+        format!("{kind}/{}/{shown}", crate::annotations::printable(ns))
+    }
+}
+
+#[cfg(test)]
+mod tests;
