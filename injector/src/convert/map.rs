@@ -265,7 +265,7 @@ fn secrets(src: &mut Source<'_>, out: &mut Builder, spec: &Value) {
             .get(&per("agent-inject-template"))
             .filter(|(_, v)| !v.trim().is_empty());
         let template_file = src.get(&per("agent-inject-template-file"));
-        let origin = secret.or(template).or(template_file).map_or("", |(k, _)| k);
+        let origin = template.or(secret).or(template_file).map_or("", |(k, _)| k);
         if let Some(other) = seen.insert(name.clone(), origin.to_owned()) {
             out.refuse(
                 origin,
@@ -300,6 +300,12 @@ fn secrets(src: &mut Source<'_>, out: &mut Builder, spec: &Value) {
             }
             (None, None, None) => continue,
         };
+        if let (Some(_), Some((k, _))) = (template, secret) {
+            out.line(
+                k,
+                format!("nothing: the template of {name:?} names what it reads"),
+            );
+        }
         out.set(origin, &format!("template-{name}"), body);
         // The mount path: one secrets dir for all.
         let this_mount = src
