@@ -45,9 +45,12 @@ pub fn pod_template(
     spec: &Value,
 ) -> Outcome {
     let mut keys = BTreeMap::new();
+    let mut twice = Vec::new();
     for (k, v) in annotations {
-        if let Some(rest) = SOURCE_PREFIXES.iter().find_map(|p| k.strip_prefix(p)) {
-            keys.insert(rest, (k.as_str(), v.as_str()));
+        if let Some(rest) = SOURCE_PREFIXES.iter().find_map(|p| k.strip_prefix(p))
+            && keys.insert(rest, (k.as_str(), v.as_str())).is_some()
+        {
+            twice.push(k.as_str());
         }
     }
     if keys.is_empty() {
@@ -62,6 +65,14 @@ pub fn pod_template(
         _ => return Outcome::NotOptedIn,
     }
     let mut out = Builder::default();
+    for k in twice {
+        out.refuse(
+            k,
+            "",
+            "the same annotation under both vault.hashicorp.com/ and openbao.org/",
+            "keep one of the two",
+        );
+    }
     if let Some(k) = annotations.keys().find(|k| k.starts_with(PREFIX)) {
         out.refuse(
             k,
@@ -89,7 +100,7 @@ pub fn pod_template(
             out.lines.push(Line {
                 from: (*k).to_owned(),
                 to: format!(
-                    "ignored (vault-k8s does not know {}); kept as is",
+                    "ignored: vault-k8s does not use {} (unknown key, or no such secret); kept as is",
                     shown_key(k)
                 ),
             });

@@ -284,6 +284,7 @@ pub fn signal_command(c: &str) -> Option<String> {
         ["kill", sig, pidof] => (dash_signal(sig)?, pidof_process(pidof, None)?),
         ["kill", "-s", sig, pidof] => (signal_name(sig)?, pidof_process(pidof, None)?),
         ["kill", sig, pidof, p] => (dash_signal(sig)?, pidof_process(pidof, Some(p))?),
+        ["kill", "-s", sig, pidof, p] => (signal_name(sig)?, pidof_process(pidof, Some(p))?),
         ["pkill" | "killall", sig, p] => (dash_signal(sig)?, plain(p)?),
         ["pkill" | "killall", "-s", sig, p] => (signal_name(sig)?, plain(p)?),
         _ => return None,

@@ -132,6 +132,15 @@ fn commands_become_signals_or_are_refused() {
         Some("signal:SIGUSR1:app")
     );
     assert_eq!(rules::signal_command("sh -c 'reload'"), None);
+    assert_eq!(
+        rules::signal_command("kill -s TERM $(pidof gunicorn)").as_deref(),
+        Some("signal:SIGTERM:gunicorn")
+    );
+    assert_eq!(rules::signal_command("kill -9 $(pidof app)"), None);
+    assert_eq!(
+        rules::signal_command("kill -HUP $(pidof nginx) && echo ok"),
+        None
+    );
     assert!(
         refused(&[
             ("agent-inject-secret-a", "secret/data/a"),
@@ -274,5 +283,58 @@ fn openbao_prefix_is_accepted() {
     assert_eq!(
         c.labels.get("vaultlet.io/inject").map(String::as_str),
         Some("true")
+    );
+}
+
+#[test]
+fn both_prefixes_for_one_key_are_refused() {
+    let mut m = mk(&[("role", "a")]);
+    m.insert("openbao.org/role".into(), "b".into());
+    match pod_template(&m, &BTreeMap::new(), &Value::Null) {
+        Outcome::Refused(r) => assert_eq!(
+            r[0].to_string(),
+            "vault.hashicorp.com/role \"\": the same annotation under both vault.hashicorp.com/ and openbao.org/ cannot be converted faithfully; keep one of the two"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn per_secret_volume_path_and_case_and_missing_key() {
+    let m = converted(&[
+        ("agent-inject-secret-A", "secret/data/a"),
+        ("preserve-secret-case-A", "true"),
+        ("secret-volume-path-A", "/srv/conf"),
+        ("error-on-missing-key-A", "false"),
+    ]);
+    assert_eq!(a(&m, "file-a").as_deref(), Some("A"));
+    assert_eq!(a(&m, "secrets-dir").as_deref(), Some("/srv/conf"));
+    assert!(
+        refused(&[
+            ("agent-inject-secret-a", "secret/data/a"),
+            ("error-on-missing-key-a", "true"),
+        ])
+        .starts_with("vault.hashicorp.com/error-on-missing-key-a \"true\": error_on_missing_key cannot be converted faithfully;")
+    );
+}
+
+#[test]
+fn dropped_keys_are_reported_not_kept() {
+    let mut m = mk(&[("agent-revoke-grace", "5"), ("go-max-procs", "2")]);
+    m.insert("team".into(), "x".into());
+    let Outcome::Converted(c) = pod_template(&m, &BTreeMap::new(), &Value::Null) else {
+        panic!("not converted");
+    };
+    assert_eq!(c.annotations.get("team").map(String::as_str), Some("x"));
+    assert!(
+        !c.annotations
+            .keys()
+            .any(|k| k.starts_with("vault.hashicorp.com/"))
+    );
+    assert!(
+        c.report
+            .iter()
+            .any(|l| l.from == "vault.hashicorp.com/go-max-procs"
+                && l.to == "dropped: Go runtime setting of Vault Agent")
     );
 }
