@@ -162,6 +162,7 @@ fn object(obj: &mut Value, out: &mut Converting) {
         return;
     };
     let name = workload_name(obj, &kind);
+    let owner = owner(obj);
     let Some(template) = obj.pointer_mut(path) else {
         return;
     };
@@ -170,6 +171,11 @@ fn object(obj: &mut Value, out: &mut Converting) {
     let spec = template.get("spec").cloned().unwrap_or(Value::Null);
     match pod_template(&annotations, &labels, &spec) {
         Outcome::Untouched => {}
+        // A live Pod of a controller (`kubectl get pods -o yaml`): its workload is converted.
+        _ if owner.is_some() => out.report.push(format!(
+            "{name}: left unchanged: a Pod of {}; convert that workload instead",
+            owner.unwrap_or_default()
+        )),
         Outcome::NotOptedIn => out.report.push(format!(
             "{name}: left unchanged: it has vault-k8s annotations but no agent-inject: \"true\", so vault-k8s does not inject it"
         )),
@@ -220,6 +226,21 @@ fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `Kind/name` of a Pod's controller, from its `ownerReferences`.
+fn owner(obj: &Value) -> Option<String> {
+    let refs = obj.pointer("/metadata/ownerReferences")?.as_array()?;
+    let r = refs
+        .iter()
+        .find(|r| r.get("controller") == Some(&Value::Bool(true)))
+        .or_else(|| refs.first())?;
+    let get = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("?");
+    Some(format!(
+        "{}/{}",
+        crate::annotations::printable(get("kind")),
+        crate::annotations::printable(get("name"))
+    ))
 }
 
 fn workload_name(obj: &Value, kind: &str) -> String {

@@ -235,3 +235,27 @@ fn json_input_is_read() {
     assert_eq!(out[0]["metadata"]["labels"]["vaultlet.io/inject"], "true");
     assert_eq!(out[0]["metadata"]["annotations"]["vaultlet.io/role"], "app");
 }
+
+#[test]
+fn live_pods_of_a_controller_point_to_their_workload() {
+    let input = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-7d9f-abcde
+  namespace: shop
+  ownerReferences:
+    - {apiVersion: apps/v1, kind: ReplicaSet, name: web-7d9f, uid: "1", controller: true}
+  annotations:
+    vault.hashicorp.com/agent-inject: "true"
+    vault.hashicorp.com/agent-inject-status: injected
+spec:
+  containers: [{name: app, image: "app:1"}]
+"#;
+    let o = run("convert", &["--check"], input);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stderr),
+        "Pod/shop/web-7d9f-abcde: left unchanged: a Pod of ReplicaSet/web-7d9f; convert that workload instead\n0 workload(s) converted, 0 refused\n"
+    );
+}
