@@ -189,7 +189,11 @@ fn object(obj: &mut Value, out: &mut Converting) {
             out.converted += 1;
             out.report.push(format!("{name}: converted"));
             for l in &c.report {
-                out.report.push(format!("  {} -> {}", l.from, l.to));
+                out.report.push(format!(
+                    "  {} -> {}",
+                    crate::annotations::printable(&l.from),
+                    crate::annotations::printable(&l.to)
+                ));
             }
             apply(template, c);
         }

@@ -89,6 +89,14 @@ fn a_directory_and_stdin_give_the_same_documents() {
     let stdin = run("convert", &[], &all);
     assert!(stdin.status.success(), "{}", text(&stdin.stderr));
     assert_eq!(docs(&text(&dir.stdout)), docs(&text(&stdin.stdout)));
+    // Multi-document input: the documents of every expected output, in order.
+    let mut expected = Vec::new();
+    for f in sample_files() {
+        let name = f.file_name().expect("name").to_owned();
+        let e = std::fs::read_to_string(samples().join("expected").join(name)).expect("read");
+        expected.extend(docs(&e));
+    }
+    assert_eq!(docs(&text(&stdin.stdout)), expected);
     let stderr = text(&dir.stderr);
     assert!(
         stderr.ends_with("15 workload(s) converted, 0 refused\n"),
