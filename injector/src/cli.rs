@@ -42,6 +42,20 @@ pub struct ConvertArgs {
     /// Only print the report (stderr); write no manifests.
     #[arg(long)]
     pub check: bool,
+    /// The vault-k8s injector's default template (vault-helm
+    /// `injector.agentDefaults.template`) for workloads without
+    /// `agent-inject-default-template`.
+    #[arg(long, value_enum, default_value = "map")]
+    pub default_template: DefaultTemplate,
+}
+
+/// vault-k8s's default template types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DefaultTemplate {
+    /// `key: value` lines of the secret's data.
+    Map,
+    /// The secret's data as JSON.
+    Json,
 }
 
 /// Runs `convert`: manifests on stdout, the report on stderr; fails when a workload was
@@ -72,7 +86,10 @@ pub fn run_convert(args: &ConvertArgs) -> anyhow::Result<()> {
         input = std::fs::read_to_string(&args.file)
             .with_context(|| format!("reading {}", args.file.display()))?;
     }
-    let out = crate::convert::convert(&input)?;
+    let defaults = crate::convert::Defaults {
+        json_template: args.default_template == DefaultTemplate::Json,
+    };
+    let out = crate::convert::convert(&input, defaults)?;
     for line in &out.report {
         eprintln!("{line}");
     }

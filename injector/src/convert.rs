@@ -94,6 +94,7 @@ pub struct Converting {
     pub refused: usize,
     /// Number of workloads converted.
     pub converted: usize,
+    defaults: Defaults,
 }
 
 /// Parses YAML (one or more documents) or JSON into objects.
@@ -112,9 +113,20 @@ pub fn parse_documents(input: &str) -> Result<Vec<Value>, ConvertError> {
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
+/// Injector-wide vault-k8s settings that change what a workload means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Defaults {
+    /// vault-helm's `injector.agentDefaults.template` was `json`: secrets without a
+    /// template and without `agent-inject-default-template` use the json default template.
+    pub json_template: bool,
+}
+
 /// Converts every object of `input`.
-pub fn convert(input: &str) -> Result<Converting, ConvertError> {
-    let mut out = Converting::default();
+pub fn convert(input: &str, defaults: Defaults) -> Result<Converting, ConvertError> {
+    let mut out = Converting {
+        defaults,
+        ..Converting::default()
+    };
     let mut docs = Vec::new();
     for mut doc in parse_documents(input)? {
         object(&mut doc, &mut out);
@@ -166,7 +178,10 @@ fn object(obj: &mut Value, out: &mut Converting) {
     let Some(template) = obj.pointer_mut(path) else {
         return;
     };
-    let annotations = string_map(template.pointer("/metadata/annotations"));
+    let mut annotations = string_map(template.pointer("/metadata/annotations"));
+    if out.defaults.json_template {
+        default_template_json(&mut annotations);
+    }
     let labels = string_map(template.pointer("/metadata/labels"));
     let spec = template.get("spec").cloned().unwrap_or(Value::Null);
     match pod_template(&annotations, &labels, &spec) {
@@ -230,6 +245,26 @@ fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The injector-wide `json` default template, as the annotation vault-k8s would have used,
+/// under the prefix the workload uses (nothing for a workload of neither prefix).
+fn default_template_json(annotations: &mut BTreeMap<String, String>) {
+    let Some(prefix) = SOURCE_PREFIXES
+        .iter()
+        .find(|p| annotations.contains_key(&format!("{p}agent-inject")))
+    else {
+        return;
+    };
+    if !SOURCE_PREFIXES
+        .iter()
+        .any(|p| annotations.contains_key(&format!("{p}agent-inject-default-template")))
+    {
+        annotations.insert(
+            format!("{prefix}agent-inject-default-template"),
+            "json".to_owned(),
+        );
+    }
 }
 
 /// `Kind/name` of a Pod's controller, from its `ownerReferences`.

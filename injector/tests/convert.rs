@@ -267,3 +267,25 @@ spec:
         "Pod/shop/web-7d9f-abcde: left unchanged: a Pod of ReplicaSet/web-7d9f; convert that workload instead\n0 workload(s) converted, 0 refused\n"
     );
 }
+
+#[test]
+fn the_injector_wide_json_default_template() {
+    let input = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  annotations:
+    vault.hashicorp.com/agent-inject: "true"
+    vault.hashicorp.com/agent-inject-secret-cfg: secret/data/cfg
+spec:
+  containers: [{name: app, image: "app:1"}]
+"#;
+    let o = run("convert", &["--default-template", "json"], input);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = docs(&text(&o.stdout));
+    assert_eq!(
+        out[0]["metadata"]["annotations"]["vaultlet.io/template-cfg"],
+        "{{ with secret \"secret/data/cfg\" }}{{ .Data | toJSON }}\n{{ end }}"
+    );
+}
