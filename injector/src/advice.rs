@@ -1,7 +1,7 @@
 //! Admission advice: warnings for settings that are valid but will surprise later, and the
 //! refusal of `exec:` notifications the agent image cannot run. Pure checks.
 
-use vaultlet_agent::config::{AgentConfig, AuthConfig, NotifySpec, SecretSpec};
+use vaultlet_agent::config::{AgentConfig, AuthConfig, NotifySpec, SecretSpec, TemplateLanguage};
 
 use crate::annotations::{AnnotationError, PREFIX, PodRequest};
 use crate::mutate::{Deny, InjectMode};
@@ -41,13 +41,14 @@ pub fn refuse_exec(req: &PodRequest, settings: &Settings) -> Result<(), Deny> {
 pub fn warnings(config: &AgentConfig, mode: InjectMode) -> Vec<String> {
     let mut out = Vec::new();
     if mode == InjectMode::InitOnly {
-        out.extend(config.secrets.iter().filter(|s| looks_leased(s)).map(|s| {
-            format!(
-                "{PREFIX}secret-{}: {} looks like a secret with a lease or an expiry; \
+        out.extend(config.secrets.iter().filter_map(|s| {
+            let (stem, path) = leased_path(s)?;
+            Some(format!(
+                "{PREFIX}{stem}-{}: {path} looks like a secret with a lease or an expiry; \
                          in init-only mode nothing renews or re-issues it, so it stops working \
                          when the lease or certificate ends; use {PREFIX}mode: sidecar",
-                s.name, s.path
-            )
+                s.name
+            ))
         }));
     }
     if mode == InjectMode::Classic
@@ -72,6 +73,21 @@ pub fn warnings(config: &AgentConfig, mode: InjectMode) -> Vec<String> {
 /// as PKI `issue` come with a lease or an expiry; KV reads do not.
 fn looks_leased(s: &SecretSpec) -> bool {
     !s.params.is_empty() || matches!(s.path.split('/').nth(1), Some("creds" | "sts"))
+}
+
+/// The annotation stem and the path of the first leased read of a secret: its own path, or
+/// for a consul-template secret the first such `secret` / `pkiCert` call of its template.
+fn leased_path(s: &SecretSpec) -> Option<(&'static str, String)> {
+    if s.language == TemplateLanguage::Handlebars {
+        return looks_leased(s).then(|| ("secret", s.path.clone()));
+    }
+    let t = vaultlet_gotemplate::Template::parse(s.template.as_deref()?).ok()?;
+    t.secret_calls().into_iter().find_map(|c| {
+        let r = c.request?;
+        let leased =
+            !r.data.is_empty() || matches!(r.path.split('/').nth(1), Some("creds" | "sts"));
+        leased.then_some(("template", r.path))
+    })
 }
 
 #[cfg(test)]
@@ -112,6 +128,28 @@ mod tests {
         );
         assert!(warnings(&cfg, InjectMode::NativeSidecar).is_empty());
         assert!(warnings(&cfg, InjectMode::Classic).is_empty());
+    }
+
+    #[test]
+    fn init_only_with_leased_consul_template_reads() {
+        let cfg = mk_config(
+            k8s(),
+            json!([
+                { "name": "db", "language": "consul-template", "file": "db",
+                  "template": "{{ with secret \"secret/data/x\" }}{{ end }}{{ with secret \"database/creds/app\" }}{{ .Data.username }}{{ end }}" },
+                { "name": "kv", "language": "consul-template", "file": "kv",
+                  "template": "{{ with secret \"secret/data/creds\" }}{{ .Data.data.x }}{{ end }}" },
+                { "name": "tls", "language": "consul-template", "file": "tls",
+                  "template": "{{ with pkiCert \"pki/issue/web\" \"common_name=a\" }}{{ .Cert }}{{ end }}" }
+            ]),
+        );
+        assert_eq!(
+            warnings(&cfg, InjectMode::InitOnly),
+            [
+                "vaultlet.io/template-db: database/creds/app looks like a secret with a lease or an expiry; in init-only mode nothing renews or re-issues it, so it stops working when the lease or certificate ends; use vaultlet.io/mode: sidecar",
+                "vaultlet.io/template-tls: pki/issue/web looks like a secret with a lease or an expiry; in init-only mode nothing renews or re-issues it, so it stops working when the lease or certificate ends; use vaultlet.io/mode: sidecar",
+            ]
+        );
     }
 
     /// Through the webhook's own mutation: the warnings reach the admission response.

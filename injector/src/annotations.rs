@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use vaultlet_agent::config::supervise::OnChange;
 use vaultlet_agent::config::{
-    LogFormat, NotifySpec, OutputFormat, parse_mode, validate_mount, validate_name,
-    validate_relative_file, validate_vault_address, validate_vault_path,
+    LogFormat, NotifySpec, OutputFormat, TemplateLanguage, parse_mode, validate_mount,
+    validate_name, validate_relative_file, validate_vault_address, validate_vault_path,
 };
 
 /// Prefix of every annotation (and of the opt-in label).
@@ -24,6 +24,7 @@ pub const STATUS_INJECTED: &str = "injected";
 /// Longest annotation value quoted back in an error message.
 const MAX_QUOTED: usize = 120;
 
+mod consul;
 mod env;
 mod known;
 mod values;
@@ -91,11 +92,12 @@ impl AnnotationError {
     }
 
     fn invalid(key: &str, value: &str, reason: impl Into<String>) -> Self {
-        let value = if key.starts_with("vaultlet.io/template-") {
-            "(template body not shown)".to_owned()
-        } else {
-            quote(value)
-        };
+        let value =
+            if key.starts_with("vaultlet.io/template-") && !key.ends_with("/template-language") {
+                "(template body not shown)".to_owned()
+            } else {
+                quote(value)
+            };
         Self::Invalid {
             key: key.to_owned(),
             value,
@@ -327,6 +329,8 @@ pub struct PodRequest {
     pub set_run_as_ids: Option<bool>,
     /// `on-env-change`.
     pub on_env_change: Option<OnChange>,
+    /// `template-language`: the language of every `template-<name>`.
+    pub template_language: TemplateLanguage,
     /// Secrets by name.
     pub secrets: BTreeMap<String, SecretRequest>,
 }
@@ -375,6 +379,9 @@ where
         req.secrets
             .insert(name.to_owned(), parse_secret_decl(key, value)?);
     }
+    if req.template_language == TemplateLanguage::ConsulTemplate {
+        consul::declare(&mut req, &per_secret)?;
+    }
     for &(key, stem, name, value) in per_secret.iter().filter(|p| p.1 != "secret") {
         let secret = req
             .secrets
@@ -384,6 +391,9 @@ where
                 name: name.to_owned(),
             })?;
         parse_secret_attr(secret, key, stem, value)?;
+    }
+    if req.template_language == TemplateLanguage::ConsulTemplate {
+        consul::check_templates(&req)?;
     }
     check_files_unique(&req)?;
     check_one_ca(&req)?;
@@ -459,6 +469,7 @@ fn parse_pod_level(
         "metrics-port" => req.metrics_port = Some(parse_port(v).map_err(bad)?),
         "set-run-as-ids" => req.set_run_as_ids = Some(parse_bool(v).map_err(bad)?),
         "on-env-change" => req.on_env_change = Some(v.parse().map_err(bad)?),
+        "template-language" => req.template_language = v.parse().map_err(bad)?,
         // Every pod-scoped key in KNOWN has an arm above; the table test enforces it.
         _ => return Err(AnnotationError::unknown(key)),
     }

@@ -7,6 +7,7 @@ pub mod access;
 pub mod advice;
 pub mod annotations;
 pub mod cli;
+pub mod convert;
 pub mod metrics;
 pub mod mutate;
 pub mod preview;

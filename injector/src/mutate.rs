@@ -419,7 +419,7 @@ fn agent_config(req: &PodRequest, s: &Settings, plan: &Plan) -> Result<AgentConf
             params: r.params.clone(),
             version: r.version,
             template: r.template.clone(),
-            language: Default::default(),
+            language: req.template_language,
             format: r.format.unwrap_or_default(),
             file: r.file.clone().unwrap_or_else(|| name.clone()),
             mode: r.mode.unwrap_or(DEFAULT_FILE_MODE),

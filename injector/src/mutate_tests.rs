@@ -503,3 +503,34 @@ fn the_agent_gets_the_volume_size_and_the_operators_vault_nodes() {
         ["https://vault-1.vault-internal:8200"]
     );
 }
+
+/// `template-language: consul-template`: the agent gets the template, no path, the language.
+#[test]
+fn consul_template_secrets_reach_the_agent_without_a_path() {
+    let t = "{{ with secret \"secret/data/app\" }}{{ .Data.data.password }}{{ end }}";
+    let pod = mk_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "p", "labels": { "vaultlet.io/inject": "true" },
+                      "annotations": { "vaultlet.io/role": "app",
+                                       "vaultlet.io/template-language": "consul-template",
+                                       "vaultlet.io/template-pw": t,
+                                       "vaultlet.io/perms-pw": "0644" } },
+        "spec": { "containers": [{ "name": "app", "image": "app:1" }] }
+    }));
+    let config = config_of(container(&injected(&pod, &settings()).pod, AGENT_CONTAINER));
+    let s = &config.secrets[0];
+    assert_eq!(
+        (
+            s.name.as_str(),
+            s.path.as_str(),
+            s.template.as_deref(),
+            s.mode,
+            s.file.as_str()
+        ),
+        ("pw", "", Some(t), 0o644, "pw")
+    );
+    assert_eq!(
+        s.language,
+        vaultlet_agent::config::TemplateLanguage::ConsulTemplate
+    );
+}

@@ -263,6 +263,12 @@ pub const KNOWN: &[Known] = &[
         "What the supervisor of an app with `env-<name>` secrets does when their values change: `restart` (SIGTERM, the Pod's `terminationGracePeriodSeconds`, SIGKILL, start again with the new values), `signal:<SIGNAL>` (e.g. `signal:SIGHUP`), or `none` (the new values apply at the app's next start). Not with `init-only`, where the values are read once.",
         "signal:SIGHUP",
     ),
+    pod(
+        "template-language",
+        "handlebars",
+        "Language of every `template-<name>`: `handlebars`, or `consul-template` (Go `text/template` with consul-template's Vault functions, as Vault Agent and vault-k8s render; see gotemplate/README.md). With `consul-template` each template names the Vault paths it reads, a `template-<name>` alone declares secret `<name>`, and `secret-<name>`, `params-<name>`, `version-<name>` and `format-<name>` are refused. Templates are parsed at admission: a syntax error or a refused function (`env`, `file`, ...) denies the Pod.",
+        "consul-template",
+    ),
     per_secret(
         "secret",
         "(none)",
@@ -272,7 +278,7 @@ pub const KNOWN: &[Known] = &[
     per_secret(
         "template",
         "(none: `format-<name>` applies)",
-        "Handlebars template rendered with the secret's data (no HTML escaping).",
+        "Template in the Pod's `template-language`: Handlebars rendered with the secret's data (no HTML escaping), or a consul-template template.",
         "postgres://{{username}}:{{password}}@db/app",
     ),
     per_secret(

@@ -21,6 +21,13 @@ fn err(pairs: &[(&str, &str)]) -> String {
 fn every_known_example_parses() {
     for k in KNOWN {
         let mut pairs = vec![("vaultlet.io/secret-x", "secret/data/app")];
+        if k.key == "template-language" {
+            // A consul-template secret is declared by its template.
+            pairs = vec![(
+                "vaultlet.io/template-x",
+                "{{ with secret \"secret/data/app\" }}{{ .Data.data.x }}{{ end }}",
+            )];
+        }
         let key = match k.scope {
             Scope::Pod => format!("{PREFIX}{}", k.key),
             Scope::Secret => format!("{PREFIX}{}-x", k.key),
@@ -293,5 +300,49 @@ fn the_container_list_is_bounded_by_the_containers_a_pod_can_have() {
              can have"
         )),
         "{message}"
+    );
+}
+
+#[test]
+fn consul_template_secrets_are_declared_by_their_template() {
+    let t = "{{ with secret \"database/creds/app\" }}{{ .Data.username }}{{ end }}";
+    let req = parse_map(&[
+        ("vaultlet.io/template-language", "consul-template"),
+        ("vaultlet.io/template-db", t),
+        ("vaultlet.io/perms-db", "0644"),
+    ])
+    .expect("admitted");
+    assert_eq!(req.template_language, TemplateLanguage::ConsulTemplate);
+    assert_eq!(req.secrets["db"].path, "");
+    assert_eq!(req.secrets["db"].template.as_deref(), Some(t));
+    assert_eq!(req.secrets["db"].mode, Some(0o644));
+}
+
+#[test]
+fn consul_template_denials() {
+    assert_eq!(
+        err(&[
+            ("vaultlet.io/template-language", "consul-template"),
+            ("vaultlet.io/template-db", "{{ env \"HOME\" }}"),
+        ]),
+        "annotation vaultlet.io/template-db: value (template body not shown) is invalid: template:1:4: function \"env\" is not supported by vaultlet (the agent's environment is not the application's; put the value in Vault); supported: and, or, not, len, index, slice, print, printf, println, eq, ne, lt, le, gt, ge, html, js, urlquery, secret, secrets, pkiCert, toJSON, toJSONPretty, toUnescapedJSON, toUnescapedJSONPretty, toYAML, toLower, toUpper, toTitle, trimSpace, trim, trimPrefix, trimSuffix, split, join, replaceAll, contains, in, base64Encode, base64Decode, base64URLEncode, base64URLDecode, parseJSON, parseBool, parseInt, parseFloat, parseUint, indent, add, subtract, multiply, divide, modulo, minimum, maximum, loop"
+    );
+    assert_eq!(
+        err(&[
+            ("vaultlet.io/template-language", "consul-template"),
+            ("vaultlet.io/template-db", "{{ with secret \"a\" }}"),
+        ]),
+        "annotation vaultlet.io/template-db: value (template body not shown) is invalid: template:1:1: unexpected EOF: {{with}} without {{end}}; fix the template syntax"
+    );
+    assert_eq!(
+        err(&[
+            ("vaultlet.io/template-language", "consul-template"),
+            ("vaultlet.io/secret-db", "secret/data/db"),
+        ]),
+        "annotation vaultlet.io/secret-db: value \"secret/data/db\" is invalid: with vaultlet.io/template-language: consul-template the template names the Vault paths it reads, so vaultlet.io/secret-<name> has no meaning; move the path (and its parameters) into the template's secret call and remove vaultlet.io/secret-db"
+    );
+    assert_eq!(
+        err(&[("vaultlet.io/template-language", "go")]),
+        "annotation vaultlet.io/template-language: value \"go\" is invalid: expected handlebars or consul-template"
     );
 }
