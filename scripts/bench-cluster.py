@@ -15,8 +15,9 @@ call per Pod is the API server's reinvocation). These Pods are never scheduled.
 Start-up (--startup N, 0 skips it): a dev OpenBao (`bao` from PATH or $VAULTLET_VENV/bin)
 listens on the node's bridge address, port 8200 (the Vault address the installed injector
 allows), with AppRole auth and one KV v2 secret; N Pods of each kind run on the node one at a
-time: native sidecar (the default), classic sidecar, init-only, and a plain Pod (no label, no
-agent) as the baseline. Per Pod, from the moment before the create call: the agent's log line
+time: native sidecar (the default), classic sidecar, init-only, and plain Pods (no label, no
+agent) as the baselines: one with no volume, one with an emptyDir (as any app with a
+service-account token or a config volume: the kubelet then waits for its mount). Per Pod, from the moment before the create call: the agent's log line
 `file written` (the container runtime's timestamp), the app's first line (it reads its file
 at start), and the agent's own start -> file written where its log has a `starting` line.
 Prints p50/p90 per kind. The machine's load average is printed beside the figures.
@@ -213,6 +214,9 @@ KINDS = {
     "classic sidecar": (True, {"vaultlet.io/native-sidecar": "false"}),
     "init-only": (True, {"vaultlet.io/mode": "init-only"}),
     "plain Pod (no agent)": (False, {}),
+    # The fair baseline: any volume (an app's service-account token, a config volume) makes the
+    # kubelet wait for its mount, polled every 300 ms (volumemanager WaitForAttachAndMount).
+    "plain Pod with an emptyDir": (False, {"volume": True}),
 }
 
 
@@ -271,6 +275,8 @@ def approle_setup(bao):
 
 def running_pod(name, kind, vault_addr):
     labelled, extra = KINDS[kind]
+    extra = dict(extra)
+    volume = extra.pop("volume", False)
     file = "/vault/secrets/db" if labelled else "/etc/hostname"
     annotations = {
         "vaultlet.io/auth": "approle",
@@ -299,8 +305,10 @@ def running_pod(name, kind, vault_addr):
                     "imagePullPolicy": "Never",
                     "command": ["/usr/local/bin/app", "watch", file],
                     "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                    **({"volumeMounts": [{"name": "data", "mountPath": "/data"}]} if volume else {}),
                 }
             ],
+            **({"volumes": [{"name": "data", "emptyDir": {}}]} if volume else {}),
         },
     }
 
