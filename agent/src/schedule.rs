@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::SecretSpec;
+use crate::consul::{CtRequest, CtTemplate};
 use crate::fetch::Fetched;
 use crate::renew::{after, cert_refresh_delay, jitter, next_refetch, next_renewal};
 
@@ -21,10 +22,23 @@ pub(crate) enum Work {
     CheckVersion,
 }
 
+/// What an entry of the agent's list is.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Role {
+    /// A secret with its own Vault path (Handlebars or a default format).
+    #[default]
+    Own,
+    /// A consul-template secret: renders from [`Role::Request`] entries, fetches nothing.
+    Template(Box<CtTemplate>),
+    /// A Vault request of consul-template templates: fetched and kept fresh, no file.
+    Request(CtRequest),
+}
+
 /// Everything the agent knows about one secret.
 #[derive(Debug)]
 pub(crate) struct SecretState {
     pub(crate) spec: SecretSpec,
+    pub(crate) role: Role,
     pub(crate) fetched: Option<Fetched>,
     /// The policy forbids KV v2 metadata: poll by re-reading the data instead.
     pub(crate) metadata_denied: bool,
@@ -46,6 +60,7 @@ impl SecretState {
     pub(crate) fn new(spec: SecretSpec) -> Self {
         Self {
             spec,
+            role: Role::Own,
             fetched: None,
             metadata_denied: false,
             lease_requested: Duration::ZERO,
@@ -62,6 +77,9 @@ impl SecretState {
 
     /// The work due at `now`; `poll` is true on refresh-interval ticks.
     pub(crate) fn work(&self, now: Instant, poll: bool) -> Option<Work> {
+        if matches!(self.role, Role::Template(_)) {
+            return None;
+        }
         if self.in_flight || self.retry_at.is_some_and(|r| r > now) {
             return None;
         }
@@ -93,7 +111,7 @@ impl SecretState {
 
     /// When this secret next needs attention (`None` while its work runs).
     pub(crate) fn wake(&self, now: Instant) -> Option<Instant> {
-        if self.in_flight {
+        if self.in_flight || matches!(self.role, Role::Template(_)) {
             return None;
         }
         if let Some(r) = self.retry_at.filter(|&r| r > now) {
@@ -147,6 +165,7 @@ mod tests {
             }),
             lease,
             expires_at: None,
+            raw: None,
         }
     }
 
