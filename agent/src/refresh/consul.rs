@@ -5,7 +5,7 @@ use vaultlet_gotemplate::{Answers, Limits, Outcome, SecretRequest};
 use super::Agent;
 use crate::config::{SecretSpec, TemplateLanguage};
 use crate::consul::{self, CtRequest, CtTemplate, MAX_ROUNDS};
-use crate::render::RenderFailure;
+use crate::render::{RenderFailure, check_env_output};
 use crate::schedule::{Role, SecretState};
 
 /// The agent's entries for `specs`: one per secret, then one per distinct Vault request the
@@ -93,6 +93,12 @@ impl Agent {
         match outcome {
             Ok(Outcome::Rendered(out)) => {
                 t.rounds = 0;
+                let spec = &self.secrets[i].spec;
+                if spec.env
+                    && let Err(e) = check_env_output(spec, &serde_json::Map::new(), &out)
+                {
+                    return Some(Err(e.to_string()));
+                }
                 Some(Ok(out.into_bytes()))
             }
             Ok(Outcome::Missing(req)) => {
