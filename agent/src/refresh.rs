@@ -255,6 +255,7 @@ impl Agent {
             s.rendered = true;
             adopted += 1;
         }
+        adopted += self.adopt_computed(&handoff, now);
         self.ready = self.all_rendered();
         info!(
             secrets = adopted,

@@ -16,6 +16,8 @@ use vaultlet_testkit::{OpenBao, Postgres, wait_until};
 const DB_USER: &str = "{{ with secret \"database/creds/app\" }}{{ .Data.username }}{{ end }}";
 const DB_PASS: &str = "{{ with secret \"database/creds/app\" }}{{ .Data.password }}{{ end }}";
 const CRT: &str = "{{ with pkiCert \"pki/issue/web\" \"common_name=app.example.test\" \"ttl=6s\" }}{{ .Cert }}{{ .CA }}{{ end }}";
+/// A write whose path is computed at render time (adopted in classic mode all the same).
+const COMPUTED: &str = "{{ with secret (printf \"pki/issue/%s\" \"web\") \"common_name=c.example.test\" }}{{ .Data.certificate }}{{ end }}";
 const KEY: &str = "{{ with pkiCert \"pki/issue/web\" \"common_name=app.example.test\" \"ttl=6s\" }}{{ .Key }}{{ end }}";
 
 fn lease_count(bao: &OpenBao, prefix: &str) -> usize {
@@ -63,6 +65,7 @@ fn classic_mode_shares_adopts_renews_and_reissues_together() {
         ("db-pass", DB_PASS),
         ("tls-crt", CRT),
         ("tls-key", KEY),
+        ("computed", COMPUTED),
     ]
     .iter()
     .map(|(name, src)| {
@@ -82,7 +85,11 @@ fn classic_mode_shares_adopts_renews_and_reissues_together() {
     );
     assert!(pg.can_login(&user, &pass), "both files come from one lease");
     assert_eq!(lease_count(&bao, "database/creds/app/"), 1, "one lease");
-    assert_eq!(issued(&bao) - certs_before, 1, "one certificate");
+    assert_eq!(
+        issued(&bao) - certs_before,
+        2,
+        "one certificate per distinct request"
+    );
     assert!(pair_matches(&h.file("tls-crt"), &h.file("tls-key")));
     let crt = read(&h.file("tls-crt"));
 
@@ -112,8 +119,8 @@ fn classic_mode_shares_adopts_renews_and_reissues_together() {
     });
     assert_eq!(
         issued(&bao) - certs_before,
-        2,
-        "one issuance per renewal, not per render or interval"
+        3,
+        "one issuance per renewal, not per render or interval; the computed one adopted"
     );
     let log = agent.log();
     assert_no_leak(&log, &[user.as_str(), pass.as_str()]);

@@ -1,11 +1,15 @@
 //! consul-template secrets in the loop: their requests as shared entries, rendering from them.
 
+use std::time::{Instant, SystemTime};
+
 use vaultlet_gotemplate::{Answers, Limits, Outcome, SecretRequest};
 
-use super::Agent;
+use super::{Agent, handed_path};
 use crate::config::{SecretSpec, TemplateLanguage};
 use crate::consul::{self, CtRequest, CtTemplate, MAX_ROUNDS};
+use crate::handoff::Handoff;
 use crate::render::{RenderFailure, check_env_output};
+use crate::schedule::schedule;
 use crate::schedule::{Role, SecretState};
 
 /// The agent's entries for `specs`: one per secret, then one per distinct Vault request the
@@ -22,6 +26,8 @@ pub(super) fn entries(specs: &[SecretSpec]) -> Result<Vec<SecretState>, RenderFa
             reason,
         })?;
         let calls = template.secret_calls();
+        // Rendered as soon as its answers are in (or at once, to learn computed paths).
+        out[i].dirty = true;
         out[i].role = Role::Template(Box::new(CtTemplate {
             template,
             uses: Vec::new(),
@@ -70,23 +76,8 @@ impl Agent {
     /// it needs has no answer yet (its first fetch runs, or failed and is retried: Vault
     /// Agent waits too); a path computed at render time becomes a new request first.
     pub(super) fn render_ct(&mut self, i: usize) -> Option<Result<Vec<u8>, String>> {
-        let Role::Template(t) = &self.secrets[i].role else {
-            return None;
-        };
-        let mut answers = Answers::new();
-        for &r in &t.uses {
-            let entry = &self.secrets[r];
-            let (Role::Request(req), Some(f)) = (&entry.role, &entry.fetched) else {
-                return None;
-            };
-            answers.insert(req.req.clone(), Ok(f.raw.clone().unwrap_or_default()));
-        }
-        let limits = Limits {
-            max_output: usize::try_from(self.cfg.paths.max_file_size).unwrap_or(usize::MAX),
-            ..Limits::default()
-        };
+        let outcome = self.render_from_answers(i)?;
         let name = self.secrets[i].spec.name.clone();
-        let outcome = t.template.render_prefetched(&answers, limits);
         let Role::Template(t) = &mut self.secrets[i].role else {
             return None;
         };
@@ -116,6 +107,55 @@ impl Agent {
                 "secret {name:?}: cannot render the consul-template template: {e}"
             ))),
         }
+    }
+
+    /// Renders template `i` with the answers at hand; `None` while one of its requests has
+    /// no answer yet.
+    fn render_from_answers(&self, i: usize) -> Option<vaultlet_gotemplate::Result<Outcome>> {
+        let Role::Template(t) = &self.secrets[i].role else {
+            return None;
+        };
+        let mut answers = Answers::new();
+        for &r in &t.uses {
+            let entry = &self.secrets[r];
+            let (Role::Request(req), Some(f)) = (&entry.role, &entry.fetched) else {
+                return None;
+            };
+            answers.insert(req.req.clone(), Ok(f.raw.clone().unwrap_or_default()));
+        }
+        let limits = Limits {
+            max_output: usize::try_from(self.cfg.paths.max_file_size).unwrap_or(usize::MAX),
+            ..Limits::default()
+        };
+        Some(t.template.render_prefetched(&answers, limits))
+    }
+
+    /// Classic mode: adopts the handed-over answers of paths the templates compute at
+    /// render time too (the static ones are adopted with every other entry), so a computed
+    /// write is not issued again by the sidecar. Returns how many were adopted.
+    pub(super) fn adopt_computed(&mut self, handoff: &Handoff, now: Instant) -> usize {
+        let mut adopted = 0;
+        let templates: Vec<usize> = (0..self.secrets.len())
+            .filter(|&i| matches!(self.secrets[i].role, Role::Template(_)))
+            .collect();
+        for i in templates {
+            for _ in 0..MAX_ROUNDS {
+                let Some(Ok(Outcome::Missing(req))) = self.render_from_answers(i) else {
+                    break;
+                };
+                let idx = register(&mut self.secrets, i, req);
+                let entry = &mut self.secrets[idx];
+                let Some((f, requested)) = handoff.secret(&entry.spec.name, &handed_path(entry))
+                else {
+                    break;
+                };
+                entry.due = schedule(&f, now, SystemTime::now());
+                entry.lease_requested = requested;
+                entry.fetched = Some(f);
+                adopted += 1;
+            }
+        }
+        adopted
     }
 
     /// Marks the consul-template secrets using request entry `i` for rendering.
