@@ -356,3 +356,26 @@ fn a_template_that_does_not_parse_is_a_config_error() {
         "{log}"
     );
 }
+
+#[test]
+fn too_many_computed_paths_are_an_error_naming_the_secret() {
+    let bao = OpenBao::dev();
+    for n in 0..40 {
+        bao.write_kv(&format!("secret/n/{n}"), &[("v", "x")]);
+    }
+    let h = Harness::new();
+    let mut cfg = config(
+        &bao.addr(),
+        h.token_auth(bao.root_token()),
+        json!([{ "name": "many", "language": "consul-template", "file": "many",
+                 "template": "{{ range loop 40 }}{{ with secret (printf \"secret/n/%d\" .) }}{{ .Data.data.v }}{{ end }}{{ end }}" }]),
+    );
+    cfg["initDeadline"] = json!("5s");
+    let (status, log, _) = h.init(&cfg, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("secret \"many\": the template computed more than 32 Vault paths"),
+        "{log}"
+    );
+    assert!(!h.file("many").exists());
+}

@@ -12,7 +12,7 @@ use crate::fetch::{FetchError, Fetched, interpret};
 
 /// Renders of one template in a row that may stop at a path computed at render time (each
 /// such stop fetches that path and renders again); beyond, the render is an error.
-pub(crate) const MAX_ROUNDS: u32 = 16;
+pub(crate) const MAX_ROUNDS: u32 = 32;
 
 /// A consul-template secret: its parsed template and the requests (indices of the agent's
 /// request entries) it has used so far.
