@@ -1,6 +1,6 @@
 //! consul-template secrets: their templates, the Vault requests those make, fetched as consul-template does.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -41,28 +41,19 @@ pub(crate) struct CtJob {
 }
 
 /// KV mounts learnt from `sys/internal/ui/mounts/<path>`, (mount, is KV v2), shared by
-/// every job: asked once per mount.
+/// every job: asked once per mount (the lock is held while one job asks, so jobs starting
+/// together do not all ask).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Mounts(Arc<Mutex<Vec<(String, bool)>>>);
+pub(crate) struct Mounts(Arc<tokio::sync::Mutex<Vec<(String, bool)>>>);
 
-impl Mounts {
-    fn known(&self, path: &str) -> Option<(String, bool)> {
-        let known = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        known
-            .iter()
-            .filter(|(mount, _)| {
-                path.starts_with(mount.as_str()) || path == mount.trim_end_matches('/')
-            })
-            .max_by_key(|(mount, _)| mount.len())
-            .cloned()
-    }
-
-    fn learn(&self, mount: &str, v2: bool) {
-        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if !known.iter().any(|(m, _)| m == mount) {
-            known.push((mount.to_owned(), v2));
-        }
-    }
+fn known(mounts: &[(String, bool)], path: &str) -> Option<(String, bool)> {
+    mounts
+        .iter()
+        .filter(|(mount, _)| {
+            path.starts_with(mount.as_str()) || path == mount.trim_end_matches('/')
+        })
+        .max_by_key(|(mount, _)| mount.len())
+        .cloned()
 }
 
 /// Parses a consul-template secret's template (a config error when it does not parse or
@@ -129,7 +120,8 @@ pub(crate) async fn resolve(
     if matches!(job.req.kind, SecretKind::Write | SecretKind::PkiCert) {
         return Ok(path.to_owned());
     }
-    let (mount, v2) = match job.mounts.known(path) {
+    let mut mounts = job.mounts.0.lock().await;
+    let (mount, v2) = match known(&mounts, path) {
         Some(known) => known,
         None => {
             let probe = format!("sys/internal/ui/mounts/{path}");
@@ -142,7 +134,7 @@ pub(crate) async fn resolve(
                         && text(data.get("options").and_then(|o| o.get("version"))).as_deref()
                             == Some("2");
                     if !mount.is_empty() {
-                        job.mounts.learn(&mount, v2);
+                        mounts.push((mount.clone(), v2));
                     }
                     (mount, v2)
                 }
@@ -153,6 +145,7 @@ pub(crate) async fn resolve(
             }
         }
     };
+    drop(mounts);
     Ok(match (v2, job.req.kind) {
         (true, SecretKind::List) => kv2_list_path(path, &mount),
         (true, _) => kv2_data_path(path, &mount),
@@ -217,12 +210,17 @@ mod tests {
     }
 
     #[test]
-    fn mounts_are_learnt_once() {
-        let m = Mounts::default();
-        m.learn("secret/", true);
-        m.learn("secret/", true);
-        assert_eq!(m.known("secret/app"), Some(("secret/".into(), true)));
-        assert_eq!(m.known("kv1/app"), None);
-        assert_eq!(m.0.lock().map(|k| k.len()).unwrap_or_default(), 1);
+    fn the_longest_known_mount_wins() {
+        let m = vec![
+            ("secret/".to_owned(), true),
+            ("secret/team/".to_owned(), false),
+        ];
+        assert_eq!(known(&m, "secret/app"), Some(("secret/".into(), true)));
+        assert_eq!(
+            known(&m, "secret/team/x"),
+            Some(("secret/team/".into(), false))
+        );
+        assert_eq!(known(&m, "secret"), Some(("secret/".into(), true)));
+        assert_eq!(known(&m, "kv1/app"), None);
     }
 }
