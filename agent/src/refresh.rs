@@ -256,11 +256,34 @@ impl Agent {
             adopted += 1;
         }
         adopted += self.adopt_computed(&handoff, now);
+        self.align_shared();
         self.ready = self.all_rendered();
         info!(
             secrets = adopted,
             "adopted the init agent's leases and data"
         );
+    }
+
+    /// Entries sharing a job get the earliest schedule among them (adopted ones were
+    /// scheduled one by one), so their lease or certificate is renewed by one request.
+    fn align_shared(&mut self) {
+        let mut earliest: BTreeMap<String, (Instant, Due)> = BTreeMap::new();
+        for (i, s) in self.secrets.iter().enumerate() {
+            if let Some(d) = s.due {
+                let e = earliest.entry(share_key(i, s)).or_insert(d);
+                if d.0 < e.0 {
+                    *e = d;
+                }
+            }
+        }
+        for i in 0..self.secrets.len() {
+            let key = share_key(i, &self.secrets[i]);
+            if let Some(&d) = earliest.get(&key)
+                && self.secrets[i].due.is_some()
+            {
+                self.secrets[i].due = Some(d);
+            }
+        }
     }
 
     /// When the next turn is due (a job ending wakes the loop too).
@@ -298,17 +321,7 @@ impl Agent {
             let Some(work) = s.work(now, poll) else {
                 continue;
             };
-            let key = match &s.role {
-                // Already one entry per distinct request.
-                Role::Request(_) => format!("\u{1}{i}"),
-                _ if s.spec.params.is_empty() => fetch::request_path(&s.spec),
-                _ => format!(
-                    "{}\0{}",
-                    fetch::request_path(&s.spec),
-                    serde_json::json!(s.spec.params)
-                ),
-            };
-            due.entry((work, key)).or_default().push(i);
+            due.entry((work, share_key(i, s))).or_default().push(i);
         }
         for ((work, _), members) in due {
             if self.in_flight.len() >= MAX_IN_FLIGHT {
@@ -382,6 +395,13 @@ impl Agent {
                     );
                     self.fail(i, msg);
                 }
+            }
+        }
+        // Members retry together too, so none fetches (or issues) alone.
+        let first_retry = members.first().and_then(|&i| self.secrets[i].retry_at);
+        if outcome.result.is_err() {
+            for &i in &members {
+                self.secrets[i].retry_at = first_retry;
             }
         }
         // Only when the job's token is still the current one (a new login may have
@@ -468,6 +488,21 @@ impl Agent {
                 s.retry_at = None;
             }
         }
+    }
+}
+
+/// Entries with equal keys share one Vault job: the same read path, or the same write path
+/// and parameters.
+fn share_key(i: usize, s: &SecretState) -> String {
+    match &s.role {
+        // Already one entry per distinct request.
+        Role::Request(_) => format!("\u{1}{i}"),
+        _ if s.spec.params.is_empty() => fetch::request_path(&s.spec),
+        _ => format!(
+            "{}\0{}",
+            fetch::request_path(&s.spec),
+            serde_json::json!(s.spec.params)
+        ),
     }
 }
 

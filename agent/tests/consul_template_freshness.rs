@@ -71,6 +71,12 @@ fn classic_mode_shares_adopts_renews_and_reissues_together() {
     .map(|(name, src)| {
         json!({ "name": name, "language": "consul-template", "template": src, "file": name })
     })
+    .chain(["certificate", "private_key"].iter().map(|field| {
+        // Handlebars secrets of the same write share one issuance as well.
+        json!({ "name": format!("hb-{}", &field[..3]), "path": "pki/issue/web",
+                "params": { "common_name": "hb.example.test", "ttl": "6s" },
+                "template": format!("{{{{{field}}}}}"), "file": format!("hb-{}", &field[..3]) })
+    }))
     .collect();
     let mut cfg = config(&bao.addr(), h.token_auth(bao.root_token()), json!(secrets));
     cfg["handoff"] = json!(true);
@@ -87,11 +93,13 @@ fn classic_mode_shares_adopts_renews_and_reissues_together() {
     assert_eq!(lease_count(&bao, "database/creds/app/"), 1, "one lease");
     assert_eq!(
         issued(&bao) - certs_before,
-        2,
+        3,
         "one certificate per distinct request"
     );
     assert!(pair_matches(&h.file("tls-crt"), &h.file("tls-key")));
+    assert!(pair_matches(&h.file("hb-cer"), &h.file("hb-pri")));
     let crt = read(&h.file("tls-crt"));
+    let hb_crt = read(&h.file("hb-cer"));
 
     let mut agent = h.run(&cfg);
     wait_log(
@@ -112,14 +120,15 @@ fn classic_mode_shares_adopts_renews_and_reissues_together() {
     // The 6 s certificate is re-issued at about 2/3 of its life: once, both files.
     wait_until(Duration::from_secs(10), "certificate re-issued", || {
         agent.assert_running();
-        read(&h.file("tls-crt")) != crt
+        read(&h.file("tls-crt")) != crt && read(&h.file("hb-cer")) != hb_crt
     });
     wait_until(Duration::from_secs(2), "key and certificate match", || {
         pair_matches(&h.file("tls-crt"), &h.file("tls-key"))
+            && pair_matches(&h.file("hb-cer"), &h.file("hb-pri"))
     });
     assert_eq!(
         issued(&bao) - certs_before,
-        3,
+        5,
         "one issuance per renewal, not per render or interval; the computed one adopted"
     );
     let log = agent.log();
