@@ -6,6 +6,7 @@ use crate::config::SecretSpec;
 use crate::consul::{CtRequest, CtTemplate};
 use crate::fetch::Fetched;
 use crate::renew::{after, cert_refresh_delay, jitter, next_refetch, next_renewal};
+use vaultlet_gotemplate::SecretKind;
 
 /// What a secret's own schedule (lease or certificate) asks for next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,8 +95,16 @@ impl SecretState {
                 Due::RenewLease => Work::RenewLease,
             });
         }
-        // Writes (PKI issue) and leased or expiring secrets follow their own schedule.
-        if !poll || !self.spec.params.is_empty() || f.lease.is_some() || f.expires_at.is_some() {
+        // Writes (PKI issue, also a consul-template write without `k=v` data) and leased or
+        // expiring secrets follow their own schedule.
+        let ct_write = matches!(&self.role, Role::Request(r)
+            if matches!(r.req.kind, SecretKind::Write | SecretKind::PkiCert));
+        if !poll
+            || ct_write
+            || !self.spec.params.is_empty()
+            || f.lease.is_some()
+            || f.expires_at.is_some()
+        {
             return None;
         }
         if f.kv2_version.is_some() {
@@ -203,6 +212,17 @@ mod tests {
         assert_eq!(
             db.work(now + Duration::from_secs(20), false),
             Some(Work::RenewLease)
+        );
+        let req =
+            vaultlet_gotemplate::SecretRequest::new(SecretKind::Write, "sys/tools/random", &[])
+                .expect("request");
+        let mut write = SecretState::new(crate::consul::request_spec("w", &req));
+        write.role = Role::Request(CtRequest { req, users: vec![] });
+        write.fetched = Some(mk_fetched(None, None));
+        assert_eq!(
+            write.work(now, true),
+            None,
+            "a write without data is never polled"
         );
         let mut pinned = SecretState::new(mk_spec(
             serde_json::json!({"name":"p","path":"secret/data/a","file":"p","version":2}),
