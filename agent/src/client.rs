@@ -283,6 +283,21 @@ impl VaultClient {
         token: Option<&Secret>,
         body: Option<&Value>,
     ) -> Result<Option<Response>, ClientError> {
+        Ok(self
+            .call_text(op, path, token, body)
+            .await?
+            .map(|(_, resp)| resp))
+    }
+
+    /// [`call`](Self::call), also returning Vault's answer as sent (consul-template
+    /// templates see its numbers as written).
+    pub async fn call_text(
+        &self,
+        op: Method,
+        path: &str,
+        token: Option<&Secret>,
+        body: Option<&Value>,
+    ) -> Result<Option<(String, Response)>, ClientError> {
         let mut req = self
             .http()
             .request(op.clone(), format!("{}{path}", self.base));
@@ -342,13 +357,15 @@ impl VaultClient {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(None);
             }
-            return serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| ClientError::Decode {
-                    op,
-                    path: path.to_owned(),
-                    reason: e.to_string(),
-                });
+            let decode = |reason: String| ClientError::Decode {
+                op: op.clone(),
+                path: path.to_owned(),
+                reason,
+            };
+            let resp: Response =
+                serde_json::from_slice(&bytes).map_err(|e| decode(e.to_string()))?;
+            let text = String::from_utf8(bytes).map_err(|e| decode(e.to_string()))?;
+            return Ok(Some((text, resp)));
         }
         let reason = serde_json::from_slice::<ErrorBody>(&bytes)
             .ok()

@@ -60,7 +60,7 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    fn vault(secret: &str, path: &str, source: ClientError) -> Self {
+    pub(crate) fn vault(secret: &str, path: &str, source: ClientError) -> Self {
         if source.status() == Some(404) {
             Self::NotFound {
                 secret: secret.into(),
@@ -102,6 +102,9 @@ pub struct Fetched {
     pub lease: Option<Lease>,
     /// Expiry of an issued certificate (`data.expiration` of PKI answers).
     pub expires_at: Option<SystemTime>,
+    /// Vault's whole answer as sent, kept for consul-template secrets only (their
+    /// templates see `.Data`, `.LeaseID`, ... with numbers as Vault wrote them).
+    pub raw: Option<String>,
 }
 
 impl std::fmt::Debug for Fetched {
@@ -188,6 +191,7 @@ pub fn interpret(resp: Response) -> Option<Fetched> {
                 kv2_version: version,
                 lease,
                 expires_at: None,
+                raw: None,
             });
         }
     }
@@ -206,6 +210,7 @@ pub fn interpret(resp: Response) -> Option<Fetched> {
         kv2_version: None,
         lease,
         expires_at,
+        raw: None,
     })
 }
 

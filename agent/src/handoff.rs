@@ -47,6 +47,9 @@ struct HandedSecret {
     lease: Option<(String, u64, bool)>,
     lease_requested: u64,
     expires_at: Option<u64>,
+    /// Vault's answer as sent (consul-template requests only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    raw: Option<String>,
 }
 
 /// The token as handed over: its TTL already aged by the time since the handoff.
@@ -101,6 +104,7 @@ impl Handoff {
                         .map(|l| (l.id.clone(), l.ttl.as_secs(), l.renewable)),
                     lease_requested: requested.as_secs(),
                     expires_at: f.expires_at.map(unix),
+                    raw: f.raw.clone(),
                 })
                 .collect(),
         }
@@ -171,6 +175,7 @@ impl Handoff {
             expires_at: s
                 .expires_at
                 .and_then(|t| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(t))),
+            raw: s.raw.clone(),
         };
         Some((fetched, ttl_secs(s.lease_requested)))
     }
@@ -200,6 +205,7 @@ mod tests {
                 renewable: true,
             }),
             expires_at: None,
+            raw: None,
         };
         let h = Handoff::new(
             &token,

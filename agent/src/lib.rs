@@ -16,6 +16,8 @@ pub mod cli;
 #[cfg(feature = "runtime")]
 pub mod client;
 #[cfg(feature = "runtime")]
+pub(crate) mod consul;
+#[cfg(feature = "runtime")]
 pub mod exit;
 #[cfg(feature = "runtime")]
 pub mod fetch;

@@ -3,6 +3,7 @@
 //! concurrent tasks (bounded, each with a deadline) whose results are applied here; then
 //! files are rendered, written and the app notified ([`output`]).
 
+mod consul;
 mod output;
 
 use std::collections::BTreeMap;
@@ -16,13 +17,14 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
 use crate::client::{ClientError, Secret, VaultClient};
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, TemplateLanguage};
+use crate::consul::{CtJob, Mounts, handoff_key};
 use crate::fetch::{self, Fetched};
 use crate::handoff::Handoff;
 use crate::metrics::Metrics;
 use crate::render::{RenderFailure, Renderer};
 use crate::renew::{after, backoff, jitter, next_renewal};
-use crate::schedule::{Due, SecretState, Work, schedule};
+use crate::schedule::{Due, Role, SecretState, Work, schedule};
 use crate::tasks::{Done, Job, Outcome, perform};
 use crate::token::{RETRY_BASE, TokenManager};
 
@@ -68,13 +70,22 @@ pub struct Agent {
     in_flight: JoinSet<Outcome>,
     /// The secrets each running job is for, and the token it uses.
     jobs: BTreeMap<Id, (Vec<usize>, Secret)>,
+    /// KV mounts learnt for consul-template requests.
+    mounts: Mounts,
 }
 
 impl Agent {
     /// Sets up the client and compiles the templates; no network call yet.
     pub fn new(cfg: AgentConfig, metrics: Arc<Metrics>) -> Result<Self, AgentError> {
         let client = VaultClient::new(&cfg.vault)?;
-        let renderer = Renderer::new(&cfg.secrets)?.with_max_output(cfg.paths.max_file_size);
+        let handlebars: Vec<_> = cfg
+            .secrets
+            .iter()
+            .filter(|s| s.language == TemplateLanguage::Handlebars)
+            .cloned()
+            .collect();
+        let renderer = Renderer::new(&handlebars)?.with_max_output(cfg.paths.max_file_size);
+        let secrets = consul::entries(&cfg.secrets)?;
         let tokens = TokenManager::new(
             Authenticator::new(client.clone(), cfg.auth.clone()),
             cfg.auth.method(),
@@ -85,7 +96,7 @@ impl Agent {
         Ok(Self {
             client,
             tokens,
-            secrets: cfg.secrets.iter().cloned().map(SecretState::new).collect(),
+            secrets,
             renderer,
             http: std::cell::OnceCell::new(),
             metrics,
@@ -94,12 +105,15 @@ impl Agent {
             notify_enabled: false,
             in_flight: JoinSet::new(),
             jobs: BTreeMap::new(),
+            mounts: Mounts::default(),
             cfg,
         })
     }
 
     fn all_rendered(&self) -> bool {
-        self.secrets.iter().all(|s| s.rendered)
+        self.secrets
+            .iter()
+            .all(|s| s.rendered || matches!(s.role, Role::Request(_)))
     }
 
     /// The `init` role: render every secret once, retrying until the deadline.
@@ -135,8 +149,12 @@ impl Agent {
         }
         self.secrets
             .iter()
-            .filter(|s| !s.rendered)
-            .map(|s| match &s.last_error {
+            .enumerate()
+            .filter(|(_, s)| !s.rendered && !matches!(s.role, Role::Request(_)))
+            .map(|(i, s)| match &s.last_error {
+                None if matches!(s.role, Role::Template(_)) => {
+                    self.ct_pending(i).unwrap_or_default()
+                }
                 Some(e) => e.clone(),
                 None if s.fetched.is_some() => format!(
                     "secret {:?}: waiting for the other secrets its template uses",
@@ -195,14 +213,10 @@ impl Agent {
         let Some(token) = self.tokens.handed(Instant::now()) else {
             return;
         };
-        let secrets = self.secrets.iter().filter_map(|s| {
+        let keys: Vec<String> = self.secrets.iter().map(handed_path).collect();
+        let secrets = self.secrets.iter().zip(&keys).filter_map(|(s, key)| {
             let f = s.fetched.as_ref()?;
-            Some((
-                s.spec.name.as_str(),
-                s.spec.path.as_str(),
-                f,
-                s.lease_requested,
-            ))
+            Some((s.spec.name.as_str(), key.as_str(), f, s.lease_requested))
         });
         match Handoff::new(&token, secrets).write(&self.cfg.paths.state_dir) {
             Ok(()) => info!("handed the token, leases and data over to the sidecar"),
@@ -225,7 +239,13 @@ impl Agent {
         self.tokens.adopt(token, now);
         let mut adopted = 0;
         for s in &mut self.secrets {
-            let Some((f, requested)) = handoff.secret(&s.spec.name, &s.spec.path) else {
+            if matches!(s.role, Role::Template(_)) {
+                // Rendered again from the adopted answers: the same bytes, nothing written.
+                s.rendered = true;
+                s.dirty = true;
+                continue;
+            }
+            let Some((f, requested)) = handoff.secret(&s.spec.name, &handed_path(s)) else {
                 continue;
             };
             s.due = schedule(&f, now, SystemTime::now());
@@ -235,11 +255,35 @@ impl Agent {
             s.rendered = true;
             adopted += 1;
         }
+        adopted += self.adopt_computed(&handoff, now);
+        self.align_shared();
         self.ready = self.all_rendered();
         info!(
             secrets = adopted,
             "adopted the init agent's leases and data"
         );
+    }
+
+    /// Entries sharing a job get the earliest schedule among them (adopted ones were
+    /// scheduled one by one), so their lease or certificate is renewed by one request.
+    fn align_shared(&mut self) {
+        let mut earliest: BTreeMap<String, (Instant, Due)> = BTreeMap::new();
+        for (i, s) in self.secrets.iter().enumerate() {
+            if let Some(d) = s.due {
+                let e = earliest.entry(share_key(i, s)).or_insert(d);
+                if d.0 < e.0 {
+                    *e = d;
+                }
+            }
+        }
+        for i in 0..self.secrets.len() {
+            let key = share_key(i, &self.secrets[i]);
+            if let Some(&d) = earliest.get(&key)
+                && self.secrets[i].due.is_some()
+            {
+                self.secrets[i].due = Some(d);
+            }
+        }
     }
 
     /// When the next turn is due (a job ending wakes the loop too).
@@ -264,8 +308,9 @@ impl Agent {
         wake
     }
 
-    /// Starts one job per due (work, read path); secrets sharing a path share the job, so
-    /// they see the same version and cost one call. Writes (`params`) never share.
+    /// Starts one job per due (work, request); secrets sharing a path (and, for writes, the
+    /// same parameters) share the job, so they see the same version and cost one call: a key
+    /// and a certificate from one `pki/issue` always belong together.
     fn start_due_work(&mut self, now: Instant, token: &Secret) {
         let poll = now >= self.next_poll;
         if poll {
@@ -276,12 +321,7 @@ impl Agent {
             let Some(work) = s.work(now, poll) else {
                 continue;
             };
-            let key = if s.spec.params.is_empty() {
-                fetch::request_path(&s.spec)
-            } else {
-                format!("\0{i}")
-            };
-            due.entry((work, key)).or_default().push(i);
+            due.entry((work, share_key(i, s))).or_default().push(i);
         }
         for ((work, _), members) in due {
             if self.in_flight.len() >= MAX_IN_FLIGHT {
@@ -294,6 +334,13 @@ impl Agent {
                 lease: s.fetched.as_ref().and_then(|f| f.lease.clone()),
                 requested: s.lease_requested,
                 known: s.fetched.as_ref().and_then(|f| f.kv2_version.clone()),
+                ct: match &s.role {
+                    Role::Request(r) => Some(CtJob {
+                        req: r.req.clone(),
+                        mounts: self.mounts.clone(),
+                    }),
+                    _ => None,
+                },
             };
             let task = perform(self.client.clone(), token.clone(), job, JOB_DEADLINE);
             let id = self.in_flight.spawn(task).id();
@@ -321,11 +368,23 @@ impl Agent {
             return;
         };
         let job_secret = members.first().map(|&i| self.secrets[i].spec.name.clone());
+        // One schedule for every member, so secrets sharing a lease or a certificate are
+        // renewed or re-issued together, by one request.
+        let due = match &outcome.result {
+            Ok(Done::Fetched(f) | Done::FetchedWithoutMetadata(f)) => {
+                schedule(f, Instant::now(), SystemTime::now())
+            }
+            Ok(Done::Renewed(granted)) => Some((
+                next_renewal(granted.ttl, Instant::now(), jitter()),
+                Due::RenewLease,
+            )),
+            _ => None,
+        };
         for &i in &members {
             self.secrets[i].in_flight = false;
             match &outcome.result {
                 Ok(done) => {
-                    self.apply(i, done.clone());
+                    self.apply(i, done.clone(), due);
                     self.succeeded(i);
                 }
                 Err(e) => {
@@ -338,6 +397,13 @@ impl Agent {
                 }
             }
         }
+        // Members retry together too, so none fetches (or issues) alone.
+        let first_retry = members.first().and_then(|&i| self.secrets[i].retry_at);
+        if outcome.result.is_err() {
+            for &i in &members {
+                self.secrets[i].retry_at = first_retry;
+            }
+        }
         // Only when the job's token is still the current one (a new login may have
         // replaced it meanwhile).
         if outcome.token_gone && self.tokens.current().is_some_and(|t| t == token) {
@@ -346,11 +412,11 @@ impl Agent {
         }
     }
 
-    fn apply(&mut self, i: usize, done: Done) {
+    fn apply(&mut self, i: usize, done: Done, due: Option<(Instant, Due)>) {
         match done {
-            Done::Fetched(f) => self.store(i, f),
+            Done::Fetched(f) => self.store(i, f, due),
             Done::FetchedWithoutMetadata(f) => {
-                self.store(i, f);
+                self.store(i, f, due);
                 let s = &mut self.secrets[i];
                 if !s.metadata_denied {
                     s.metadata_denied = true;
@@ -359,10 +425,7 @@ impl Agent {
             }
             Done::Renewed(granted) => {
                 let s = &mut self.secrets[i];
-                s.due = Some((
-                    next_renewal(granted.ttl, Instant::now(), jitter()),
-                    Due::RenewLease,
-                ));
+                s.due = due;
                 if let Some(f) = &mut s.fetched {
                     f.lease = Some(granted);
                 }
@@ -372,16 +435,24 @@ impl Agent {
     }
 
     /// Keeps freshly fetched data: schedules its renewal, marks it for rendering if new.
-    fn store(&mut self, i: usize, f: Fetched) {
+    fn store(&mut self, i: usize, f: Fetched, due: Option<(Instant, Due)>) {
         let s = &mut self.secrets[i];
-        s.due = schedule(&f, Instant::now(), SystemTime::now());
+        s.due = due;
         s.lease_requested = f.lease.as_ref().map(|l| l.ttl).unwrap_or_default();
-        let changed = s.fetched.as_ref().is_none_or(|old| old.data != f.data);
+        // A template may print a consul-template answer's metadata (the KV v2 version).
+        let ct = matches!(s.role, Role::Request(_));
+        let changed = s
+            .fetched
+            .as_ref()
+            .is_none_or(|old| old.data != f.data || (ct && old.kv2_version != f.kv2_version));
         debug!(secret = ?s.spec.name, ?f, changed, "fetched");
         if changed {
             s.dirty = true;
         }
         s.fetched = Some(f);
+        if changed {
+            self.mark_users(i);
+        }
     }
 
     fn succeeded(&mut self, i: usize) {
@@ -417,6 +488,29 @@ impl Agent {
                 s.retry_at = None;
             }
         }
+    }
+}
+
+/// Entries with equal keys share one Vault job: the same read path, or the same write path
+/// and parameters.
+fn share_key(i: usize, s: &SecretState) -> String {
+    match &s.role {
+        // Already one entry per distinct request.
+        Role::Request(_) => format!("\u{1}{i}"),
+        _ if s.spec.params.is_empty() => fetch::request_path(&s.spec),
+        _ => format!(
+            "{}\0{}",
+            fetch::request_path(&s.spec),
+            serde_json::json!(s.spec.params)
+        ),
+    }
+}
+
+/// The path an entry is handed over under: a consul-template request's own key.
+fn handed_path(s: &SecretState) -> String {
+    match &s.role {
+        Role::Request(r) => handoff_key(&r.req),
+        _ => s.spec.path.clone(),
     }
 }
 

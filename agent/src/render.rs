@@ -192,7 +192,7 @@ impl Renderer {
 }
 
 /// Checks that a template's output is what the supervisor can load, with the parser it uses.
-fn check_env_output(
+pub(crate) fn check_env_output(
     spec: &SecretSpec,
     own: &Map<String, Value>,
     text: &str,

@@ -3,8 +3,10 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::SecretSpec;
+use crate::consul::{CtRequest, CtTemplate};
 use crate::fetch::Fetched;
 use crate::renew::{after, cert_refresh_delay, jitter, next_refetch, next_renewal};
+use vaultlet_gotemplate::SecretKind;
 
 /// What a secret's own schedule (lease or certificate) asks for next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,10 +23,23 @@ pub(crate) enum Work {
     CheckVersion,
 }
 
+/// What an entry of the agent's list is.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Role {
+    /// A secret with its own Vault path (Handlebars or a default format).
+    #[default]
+    Own,
+    /// A consul-template secret: renders from [`Role::Request`] entries, fetches nothing.
+    Template(Box<CtTemplate>),
+    /// A Vault request of consul-template templates: fetched and kept fresh, no file.
+    Request(CtRequest),
+}
+
 /// Everything the agent knows about one secret.
 #[derive(Debug)]
 pub(crate) struct SecretState {
     pub(crate) spec: SecretSpec,
+    pub(crate) role: Role,
     pub(crate) fetched: Option<Fetched>,
     /// The policy forbids KV v2 metadata: poll by re-reading the data instead.
     pub(crate) metadata_denied: bool,
@@ -46,6 +61,7 @@ impl SecretState {
     pub(crate) fn new(spec: SecretSpec) -> Self {
         Self {
             spec,
+            role: Role::Own,
             fetched: None,
             metadata_denied: false,
             lease_requested: Duration::ZERO,
@@ -62,6 +78,9 @@ impl SecretState {
 
     /// The work due at `now`; `poll` is true on refresh-interval ticks.
     pub(crate) fn work(&self, now: Instant, poll: bool) -> Option<Work> {
+        if matches!(self.role, Role::Template(_)) {
+            return None;
+        }
         if self.in_flight || self.retry_at.is_some_and(|r| r > now) {
             return None;
         }
@@ -76,8 +95,16 @@ impl SecretState {
                 Due::RenewLease => Work::RenewLease,
             });
         }
-        // Writes (PKI issue) and leased or expiring secrets follow their own schedule.
-        if !poll || !self.spec.params.is_empty() || f.lease.is_some() || f.expires_at.is_some() {
+        // Writes (PKI issue, also a consul-template write without `k=v` data) and leased or
+        // expiring secrets follow their own schedule.
+        let ct_write = matches!(&self.role, Role::Request(r)
+            if matches!(r.req.kind, SecretKind::Write | SecretKind::PkiCert));
+        if !poll
+            || ct_write
+            || !self.spec.params.is_empty()
+            || f.lease.is_some()
+            || f.expires_at.is_some()
+        {
             return None;
         }
         if f.kv2_version.is_some() {
@@ -93,7 +120,7 @@ impl SecretState {
 
     /// When this secret next needs attention (`None` while its work runs).
     pub(crate) fn wake(&self, now: Instant) -> Option<Instant> {
-        if self.in_flight {
+        if self.in_flight || matches!(self.role, Role::Template(_)) {
             return None;
         }
         if let Some(r) = self.retry_at.filter(|&r| r > now) {
@@ -147,6 +174,7 @@ mod tests {
             }),
             lease,
             expires_at: None,
+            raw: None,
         }
     }
 
@@ -184,6 +212,17 @@ mod tests {
         assert_eq!(
             db.work(now + Duration::from_secs(20), false),
             Some(Work::RenewLease)
+        );
+        let req =
+            vaultlet_gotemplate::SecretRequest::new(SecretKind::Write, "sys/tools/random", &[])
+                .expect("request");
+        let mut write = SecretState::new(crate::consul::request_spec("w", &req));
+        write.role = Role::Request(CtRequest { req, users: vec![] });
+        write.fetched = Some(mk_fetched(None, None));
+        assert_eq!(
+            write.work(now, true),
+            None,
+            "a write without data is never polled"
         );
         let mut pinned = SecretState::new(mk_spec(
             serde_json::json!({"name":"p","path":"secret/data/a","file":"p","version":2}),

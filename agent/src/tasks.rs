@@ -7,6 +7,7 @@ use tracing::{debug, info};
 
 use crate::client::{Secret, VaultClient};
 use crate::config::SecretSpec;
+use crate::consul::{self, CtJob};
 use crate::fetch::{self, FetchError, Fetched, Kv2Version, Lease, kv2_metadata_path};
 use crate::renew::capped;
 use crate::schedule::Work;
@@ -23,6 +24,8 @@ pub(crate) struct Job {
     pub(crate) requested: Duration,
     /// The KV v2 version already rendered (for [`Work::CheckVersion`]).
     pub(crate) known: Option<Kv2Version>,
+    /// A request of consul-template secrets (fetched as consul-template does).
+    pub(crate) ct: Option<CtJob>,
 }
 
 /// What a job found.
@@ -67,8 +70,13 @@ pub(crate) async fn perform(
 }
 
 async fn run(client: &VaultClient, token: &Secret, job: &Job) -> Result<Done, FetchError> {
-    let fetch = || async { fetch::fetch(client, token, &job.spec).await };
     let name = &job.spec.name;
+    let fetch = || async {
+        match &job.ct {
+            Some(ct) => consul::fetch(client, token, name, ct).await,
+            None => fetch::fetch(client, token, &job.spec).await,
+        }
+    };
     match job.work {
         Work::Fetch => fetch().await.map(Done::Fetched),
         Work::RenewLease => {
@@ -94,7 +102,11 @@ async fn run(client: &VaultClient, token: &Secret, job: &Job) -> Result<Done, Fe
             }
         }
         Work::CheckVersion => {
-            let Some(meta_path) = kv2_metadata_path(&job.spec.path) else {
+            let data_path = match &job.ct {
+                Some(ct) => consul::resolve(client, token, name, ct).await?,
+                None => job.spec.path.clone(),
+            };
+            let Some(meta_path) = kv2_metadata_path(&data_path) else {
                 return fetch().await.map(Done::Fetched);
             };
             match fetch::kv2_meta(client, token, name, &meta_path).await {

@@ -12,6 +12,7 @@ use crate::config::NotifySpec;
 use crate::notify;
 use crate::probe;
 use crate::render::uses_other_secrets;
+use crate::schedule::Role;
 use crate::write::{Written, write_atomic_in};
 
 impl Agent {
@@ -23,32 +24,52 @@ impl Agent {
         let all: BTreeMap<String, Map<String, Value>> = self
             .secrets
             .iter()
+            .filter(|s| matches!(s.role, Role::Own))
             .filter_map(|s| Some((s.spec.name.clone(), s.fetched.as_ref()?.data.clone())))
             .collect();
-        let complete = all.len() == self.secrets.len();
+        let complete = all.len()
+            == self
+                .secrets
+                .iter()
+                .filter(|s| matches!(s.role, Role::Own))
+                .count();
         let mut changed = Vec::new();
         let now = Instant::now();
         for i in 0..self.secrets.len() {
             let s = &self.secrets[i];
-            let Some(own) = all.get(&s.spec.name) else {
-                continue;
-            };
             // A failed write waits for its backoff.
             if s.write_failed && s.retry_at.is_some_and(|r| r > now) {
                 continue;
             }
-            if uses_other_secrets(&s.spec) && !complete {
-                continue;
-            }
+            let rendered = match &s.role {
+                Role::Request(_) => continue,
+                Role::Template(_) if !s.dirty => continue,
+                Role::Template(_) => match self.render_ct(i) {
+                    Some(r) => r,
+                    None => continue,
+                },
+                Role::Own => {
+                    let Some(own) = all.get(&s.spec.name) else {
+                        continue;
+                    };
+                    if uses_other_secrets(&s.spec) && !complete {
+                        continue;
+                    }
+                    self.renderer
+                        .render(&s.spec, own, &all)
+                        .map_err(|e| e.to_string())
+                }
+            };
+            let s = &self.secrets[i];
             let secrets_dir = &self.cfg.paths.secrets_dir;
             let path = secrets_dir.join(&s.spec.file);
-            let bytes = match self.renderer.render(&s.spec, own, &all) {
+            let bytes = match rendered {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     // The same data renders the same way: wait for new data.
                     error!(secret = ?s.spec.name, error = %e, "render failed; keeping the last good file");
                     self.secrets[i].dirty = false;
-                    self.secrets[i].last_error = Some(e.to_string());
+                    self.secrets[i].last_error = Some(e);
                     self.metrics.failure(&self.secrets[i].spec.name);
                     continue;
                 }
