@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{Harness, config, read};
 use serde_json::{Value, json};
-use vaultlet_testkit::{OpenBao, TempDir, bao_bin, wait_until};
+use vaultlet_testkit::{OpenBao, TempDir, bao_agent_render, wait_until};
 
 /// vault-k8s-style templates whose bytes must equal `bao agent`'s.
 const TEMPLATES: &[(&str, &str)] = &[
@@ -117,57 +117,22 @@ fn seeded() -> OpenBao {
 
 /// Renders `templates` with one `bao agent` run (`exit_after_auth`); returns the out dir.
 fn bao_agent(bao: &OpenBao, templates: &[(&str, &str)], dir: &Path) -> PathBuf {
-    let out = dir.join("out");
-    std::fs::create_dir_all(&out).expect("mkdir out");
-    let token = dir.join("token");
-    std::fs::write(&token, bao.root_token()).expect("write token");
-    let mut hcl = format!(
-        "vault {{ address = \"{}\" }}\nauto_auth {{\n  method \"token_file\" {{ config {{ token_file_path = \"{}\" }} }}\n}}\nexit_after_auth = true\n",
-        bao.addr(),
-        token.display()
-    );
-    for (name, src) in templates {
-        let file = dir.join(format!("{name}.tmpl"));
-        std::fs::write(&file, src).expect("write template");
-        hcl.push_str(&format!(
-            "template {{\n  source = \"{}\"\n  destination = \"{}\"\n}}\n",
-            file.display(),
-            out.join(name).display()
-        ));
-    }
-    let config = dir.join("agent.hcl");
-    std::fs::write(&config, hcl).expect("write bao agent config");
-    let log = dir.join("bao-agent.log");
-    let log_file = std::fs::File::create(&log).expect("bao agent log");
-    let mut child = Command::new(bao_bin())
-        .arg("agent")
-        .arg(format!("-config={}", config.display()))
-        .env_remove("BAO_ADDR")
-        .env_remove("VAULT_ADDR")
-        .env_remove("BAO_TOKEN")
-        .env_remove("VAULT_TOKEN")
-        .stdout(log_file.try_clone().expect("log fd"))
-        .stderr(log_file)
-        .spawn()
-        .expect("run bao agent");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for bao agent") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let files: Vec<(String, PathBuf)> = templates
+        .iter()
+        .map(|(name, src)| {
+            let file = dir.join(format!("{name}.tmpl"));
+            std::fs::write(&file, src).expect("write template");
+            ((*name).to_owned(), file)
+        })
+        .collect();
+    let run = bao_agent_render(bao, &files, dir, "", Duration::from_secs(60));
     assert!(
-        status.is_some_and(|s| s.success()),
-        "bao agent did not render ({status:?}): {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        run.rendered(),
+        "bao agent did not render ({:?}): {}",
+        run.status,
+        run.log
     );
-    out
+    run.out
 }
 
 fn ct_secrets(templates: &[(&str, &str)]) -> Vec<Value> {

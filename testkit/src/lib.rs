@@ -54,6 +54,7 @@
 //! # let _ = (role_id, secret_id, jwt);
 //! ```
 
+mod bao_agent;
 mod bins;
 pub mod cluster;
 mod forward;
@@ -66,6 +67,7 @@ mod process;
 mod server;
 mod util;
 
+pub use bao_agent::{BaoAgentRun, bao_agent_render};
 pub use bins::{bao_bin, pg_bin_dir, workspace_root};
 pub use forward::Forward;
 pub use hostile::{Answer, HostileServer, RawHandler};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use vaultlet_gotemplate::{SecretKind, SecretRequest, SecretSource, kv2_data_path, kv2_list_path};
-use vaultlet_testkit::{OpenBao, TempDir, bao_bin, http};
+use vaultlet_testkit::{OpenBao, TempDir, bao_agent_render, bao_bin, http};
 
 /// Starts OpenBao and writes the secrets the corpus reads.
 pub fn seeded_bao() -> OpenBao {
@@ -173,62 +173,21 @@ pub fn render_with_bao_agent_options(
     dir: &TempDir,
     extra: &str,
 ) -> PathBuf {
-    let out = dir.path().join("out");
-    std::fs::create_dir_all(&out).expect("mkdir out");
-    let token = dir.path().join("token");
-    std::fs::write(&token, bao.root_token()).expect("write token");
-    let mut hcl = format!(
-        "vault {{ address = \"{}\" }}\nauto_auth {{\n  method \"token_file\" {{ config {{ token_file_path = \"{}\" }} }}\n}}\nexit_after_auth = true\n",
-        bao.addr(),
-        token.display()
-    );
-    for (name, src) in templates {
-        hcl.push_str(&format!(
-            "template {{\n  source = \"{}\"\n  destination = \"{}\"\n  {extra}\n}}\n",
-            src.display(),
-            out.join(name).display()
-        ));
-    }
-    let config = dir.path().join("agent.hcl");
-    std::fs::write(&config, hcl).expect("write agent config");
     // A template that fails to execute makes the agent retry forever: bound the wait.
-    let log = dir.path().join("agent.log");
-    let log_file = std::fs::File::create(&log).expect("agent log");
-    let mut child = Command::new(bao_bin())
-        .arg("agent")
-        .arg(format!("-config={}", config.display()))
-        .env_remove("BAO_ADDR")
-        .env_remove("VAULT_ADDR")
-        .env_remove("BAO_TOKEN")
-        .env_remove("VAULT_TOKEN")
-        .stdout(log_file.try_clone().expect("log fd"))
-        .stderr(log_file)
-        .spawn()
-        .expect("run bao agent");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for bao agent") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-    let errors: Vec<&str> = log_text
+    let run = bao_agent_render(bao, templates, dir.path(), extra, Duration::from_secs(60));
+    let errors: Vec<&str> = run
+        .log
         .lines()
         .filter(|l| l.contains("[ERROR]"))
         .take(5)
         .collect();
     assert!(
-        status.is_some_and(|s| s.success()),
-        "bao agent did not render every template ({status:?}):\n{}",
+        run.rendered(),
+        "bao agent did not render every template ({:?}):\n{}",
+        run.status,
         errors.join("\n")
     );
-    out
+    run.out
 }
 
 /// The `.tmpl` files of `dir`, sorted, as (name, path).
