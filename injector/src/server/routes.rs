@@ -54,9 +54,7 @@ impl Load {
             wait,
         }
     }
-}
 
-impl Load {
     /// Holds `n` more bytes of a body (`large`: one past [`LARGE_BODY`]), waiting at most
     /// `wait` for room.
     async fn hold(&self, n: usize, large: bool) -> Result<SemaphorePermit<'_>, ReadError> {
