@@ -1,15 +1,14 @@
 //! A loopback HTTP/1.1 server that misbehaves on purpose (redirects, endless bodies) and
 //! records every request, to prove what a client sends where.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::http::{header, read_headers};
-use crate::server::Request;
+use crate::server::{Request, read_request};
 
 /// What the server answers to one request.
 #[derive(Debug, Clone)]
@@ -199,22 +198,4 @@ fn serve(
         }
     }
     stream.flush()
-}
-
-fn read_request(reader: &mut impl BufRead) -> std::io::Result<Request> {
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let headers = read_headers(reader)?;
-    let len = header(&headers, "content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0usize);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body)?;
-    let mut parts = request_line.split_whitespace();
-    Ok(Request {
-        method: parts.next().unwrap_or_default().to_string(),
-        path: parts.next().unwrap_or_default().to_string(),
-        headers,
-        body,
-    })
 }

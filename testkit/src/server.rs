@@ -114,7 +114,8 @@ fn serve(stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
     stream.flush()
 }
 
-fn read_request(reader: &mut impl BufRead) -> std::io::Result<Request> {
+/// One HTTP/1.1 request: request line, headers, and a body of its Content-Length.
+pub(crate) fn read_request(reader: &mut impl BufRead) -> std::io::Result<Request> {
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let headers = read_headers(reader)?;
