@@ -2,28 +2,17 @@
 //! objects unchanged, refusals by message and exit status, `--check`, and every converted
 //! workload admitted by `preview`.
 
-use std::io::Write;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+
+use common::run_cli;
 
 use serde_json::Value;
 
 fn run(sub: &str, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultlet-injector"))
-        .arg(sub)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("output")
+    run_cli(sub, args, stdin)
 }
 
 fn text(b: &[u8]) -> String {

@@ -1,8 +1,11 @@
 //! `vaultlet-injector preview` as a user runs it: files, stdin, `--patch`, settings flags,
 //! and denials with the webhook's message.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::Output;
+
+use common::run_cli;
 
 const DEPLOYMENT: &str = r#"
 apiVersion: apps/v1
@@ -25,21 +28,7 @@ spec:
 "#;
 
 fn preview(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultlet-injector"))
-        .arg("preview")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn preview");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("preview output")
+    run_cli("preview", args, stdin)
 }
 
 fn stdout(o: &Output) -> String {

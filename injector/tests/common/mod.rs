@@ -466,3 +466,23 @@ pub async fn wait_for(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Runs `vaultlet-injector <sub> <args>` with `stdin`; its whole output.
+pub fn run_cli(sub: &str, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultlet-injector"))
+        .arg(sub)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vaultlet-injector");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("vaultlet-injector output")
+}
